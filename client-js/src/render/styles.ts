@@ -6,13 +6,13 @@
  */
 export const CSS = `:host{all:initial}
 *{box-sizing:border-box}
-.c{position:fixed;z-index:var(--beckon-z,2147483000);font:15px/1.45 var(--beckon-font,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);color:var(--beckon-fg,#1d2330);background:var(--beckon-bg,#fff);border-radius:var(--beckon-radius,10px);box-shadow:var(--beckon-shadow,0 10px 40px rgba(0,0,0,.22));padding:20px;max-width:min(440px,calc(100vw - 24px))}
+.c{position:fixed;z-index:var(--beckon-z,2147483000);font:15px/1.45 var(--beckon-font,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);color:var(--beckon-fg,#1d2330);background:var(--beckon-bg,#fff);border-radius:var(--beckon-radius,10px);box-shadow:var(--beckon-shadow,0 10px 40px rgba(0,0,0,.22));padding:20px 40px 20px 20px;max-width:min(440px,calc(100vw - 24px))}
 .o{position:fixed;inset:0;z-index:var(--beckon-z,2147483000);background:var(--beckon-backdrop,rgba(15,20,30,.5));display:flex;align-items:center;justify-content:center}
 .o .c{position:relative}
 .b{left:0;right:0;max-width:none;border-radius:0;display:flex;flex-wrap:wrap;gap:12px;align-items:center;padding:12px 44px 12px 16px}
 .top{top:0}.bottom{bottom:0}
 .s{right:16px;bottom:16px;width:360px}
-.t{max-width:300px;padding:14px 18px}
+.t{max-width:300px;padding:14px 36px 14px 18px}
 h2{margin:0 0 8px;font-size:1.15em}
 p{margin:0}
 img{display:block;max-width:100%;border-radius:6px;margin-bottom:12px}
