@@ -3,7 +3,7 @@
  * Pure: the random source is a parameter so tests are exact.
  */
 
-import type { Pace } from './codes';
+import type { Pace } from './codes.js';
 
 /** Tunables for {@link backoffDelay}. All in milliseconds. */
 export interface BackoffOptions {

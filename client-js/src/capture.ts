@@ -5,7 +5,7 @@
  * of them knows about the socket.
  */
 
-import { listen } from './util';
+import { listen } from './util.js';
 
 /** Which automatic events to record. All on by default in a browser. */
 export interface AutoCaptureOptions {

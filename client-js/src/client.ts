@@ -6,17 +6,17 @@
  * `outbox.ts`, acks and dedup in `inbox.ts`. Drawing lives in `render/`.
  */
 
-import { backoffDelay, paceDelay, type BackoffOptions } from './backoff';
-import { autoCapture, watchActivity, type AutoCaptureOptions } from './capture';
-import { CloseCode, closePolicy, isRetryableError } from './codes';
-import { Emitter } from './emitter';
-import { LruSet, SeqTracker } from './inbox';
-import { Outbox, type StorageLike } from './outbox';
-import { decodeFrames, newId, tokenExpiry, wsUrl, type EventFrame, type MessageFrame, type Props, type ServerFrame } from './protocol';
-import { createRenderer } from './render/dom';
-import type { MessageContext, Renderer } from './render/types';
-import { TabGuard } from './tabs';
-import { listen, safe } from './util';
+import { backoffDelay, paceDelay, type BackoffOptions } from './backoff.js';
+import { autoCapture, watchActivity, type AutoCaptureOptions } from './capture.js';
+import { CloseCode, closePolicy, isRetryableError } from './codes.js';
+import { Emitter } from './emitter.js';
+import { LruSet, SeqTracker } from './inbox.js';
+import { Outbox, type StorageLike } from './outbox.js';
+import { decodeFrames, newId, tokenExpiry, wsUrl, type EventFrame, type MessageFrame, type Props, type ServerFrame } from './protocol.js';
+import { createRenderer } from './render/dom.js';
+import type { MessageContext, Renderer } from './render/types.js';
+import { TabGuard } from './tabs.js';
+import { listen, safe } from './util.js';
 
 /** SDK identifier sent in `hello`. */
 export const SDK = 'beckon-js/0.1.0';
@@ -451,7 +451,7 @@ export class BeckonClient {
 
   private enqueue(f: EventFrame): string | undefined {
     if (this.stopped) return undefined;
-    if (JSON.stringify(f).length > (this.opts.maxFrameBytes ?? 65_536)) {
+    if (byteLength(JSON.stringify(f)) > (this.opts.maxFrameBytes ?? 65_536)) {
       return void this.error({ code: 'too_large', id: f.id, message: 'frame over the size limit; not sent' });
     }
     const evicted = this.outbox.add(f);
@@ -513,6 +513,11 @@ export class BeckonClient {
     clearTimeout(this.timers[k]);
     this.timers[k] = undefined;
   }
+}
+
+/** UTF-8 size of a string: the gateway's frame limit counts bytes, not UTF-16 units. */
+function byteLength(s: string): number {
+  return typeof TextEncoder !== 'undefined' ? new TextEncoder().encode(s).length : s.length * 3;
 }
 
 /** Create a client and start connecting. */

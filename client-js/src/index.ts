@@ -3,13 +3,13 @@
  * global `Beckon` (`Beckon.init({...})`).
  */
 
-export { init, BeckonClient, SDK } from './client';
-export type { BeckonOptions, BeckonError, ClientEvents, ConnectionState, StateChange, WebSocketCtor, WebSocketLike } from './client';
-export type { AutoCaptureOptions } from './capture';
-export type { StorageLike } from './outbox';
-export type { MessageButton, MessageContent, MessageFrame, Props } from './protocol';
-export type { MessageContext, Renderer } from './render/types';
-export { createRenderer, type DomRendererOptions } from './render/dom';
-export { safeUrl } from './render/sanitize';
-export { CloseCode, closePolicy } from './codes';
-export { backoffDelay } from './backoff';
+export { init, BeckonClient, SDK } from './client.js';
+export type { BeckonOptions, BeckonError, ClientEvents, ConnectionState, StateChange, WebSocketCtor, WebSocketLike } from './client.js';
+export type { AutoCaptureOptions } from './capture.js';
+export type { StorageLike } from './outbox.js';
+export type { MessageButton, MessageContent, MessageFrame, Props } from './protocol.js';
+export type { MessageContext, Renderer } from './render/types.js';
+export { createRenderer, type DomRendererOptions } from './render/dom.js';
+export { safeUrl } from './render/sanitize.js';
+export { CloseCode, closePolicy } from './codes.js';
+export { backoffDelay } from './backoff.js';

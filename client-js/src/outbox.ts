@@ -8,8 +8,8 @@
  * Owns no socket: the client asks `pending()` for what to send and marks it sent.
  */
 
-import type { EventFrame } from './protocol';
-import { safe } from './util';
+import type { EventFrame } from './protocol.js';
+import { safe } from './util.js';
 
 /** The subset of the Web Storage API the SDK uses. */
 export interface StorageLike {

@@ -5,8 +5,8 @@
  * claimant stands down. Without BroadcastChannel every claim succeeds.
  */
 
-import { LruSet } from './inbox';
-import { newId } from './protocol';
+import { LruSet } from './inbox.js';
+import { newId } from './protocol.js';
 
 type Msg = { c: string; t: string } | { x: string };
 

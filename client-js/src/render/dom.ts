@@ -6,11 +6,11 @@
  * never talks to the socket.
  */
 
-import type { MessageButton, MessageContent, MessageFrame } from '../protocol';
-import { safeUrl } from './sanitize';
-import { CSS } from './styles';
-import { listen } from '../util';
-import type { MessageContext, Renderer } from './types';
+import type { MessageButton, MessageContent, MessageFrame } from '../protocol.js';
+import { safeUrl } from './sanitize.js';
+import { CSS } from './styles.js';
+import { listen } from '../util.js';
+import type { MessageContext, Renderer } from './types.js';
 
 /** Options of the built-in renderer. */
 export interface DomRendererOptions {

@@ -3,7 +3,7 @@
  * renderer (the built-in one, or an app's own = headless mode) must do.
  */
 
-import type { MessageFrame } from '../protocol';
+import type { MessageFrame } from '../protocol.js';
 
 /**
  * Engagement reporting for one delivery. Each call sends an `engage` frame

@@ -23,7 +23,10 @@ let origin: string;
 /** Serve a blank page that loads the bundle; the test calls Beckon.init itself. */
 function serveSite(): Promise<void> {
   site = createServer((req, res) => {
-    if (req.url === '/beckon.global.js') return res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(BUNDLE));
+    if (req.url === '/beckon.global.js') {
+      res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(BUNDLE));
+      return;
+    }
     res.writeHead(200, { 'content-type': 'text/html' }).end(
       `<!doctype html><title>E2E</title><h1>App</h1><button id="opener">open</button><div id="slot"></div><script src="/beckon.global.js"></script>`,
     );
