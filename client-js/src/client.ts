@@ -147,7 +147,10 @@ export class BeckonClient {
   private ws: WebSocketLike | undefined;
   private token: string | undefined;
   private welcomed = false;
+  /** No more reconnects (auth failure or shutdown). */
   private stopped = false;
+  /** `shutdown()` ran. */
+  private shut = false;
   private attempt = 0;
   /** Consecutive 4001/4002 closes without a welcome in between. */
   private authFailures = 0;
@@ -157,6 +160,7 @@ export class BeckonClient {
     const Ctor = opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
     if (!Ctor) throw new Error('Beckon: no WebSocket; pass the `WebSocket` option');
     if (!opts.url) throw new Error('Beckon: `url` is required');
+    if (!opts.token && !opts.getToken) throw new Error('Beckon: `token` or `getToken` is required');
     this.Ctor = Ctor;
     this.token = opts.token;
     const hasDom = typeof document !== 'undefined';
@@ -219,8 +223,8 @@ export class BeckonClient {
    * messages. Unacked events stay in storage for the next `init`.
    */
   shutdown(): void {
-    if (this.stopped) return;
-    this.stopped = true;
+    if (this.shut) return;
+    this.shut = this.stopped = true;
     for (const k of Object.keys(this.timers) as TimerName[]) this.clear(k);
     this.expiry.forEach(clearTimeout);
     const ws = this.ws;

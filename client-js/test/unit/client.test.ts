@@ -462,3 +462,27 @@ describe('deliveries', () => {
     expect(() => vi.runOnlyPendingTimers()).toThrow('app bug');
   });
 });
+
+describe('init', () => {
+  it('needs a url, a token source and a WebSocket', () => {
+    expect(() => init({ url: '', token: 't', WebSocket: FakeWS as any })).toThrow(/url/);
+    expect(() => init({ url: 'http://x', WebSocket: FakeWS as any })).toThrow(/token/);
+    const g = globalThis as any;
+    const saved = g.WebSocket;
+    delete g.WebSocket;
+    try {
+      expect(() => init({ url: 'http://x', token: 't' })).toThrow(/WebSocket/);
+    } finally {
+      if (saved) g.WebSocket = saved;
+    }
+  });
+
+  it('shutdown after an auth stop still releases the renderer', async () => {
+    const calls: string[] = [];
+    const { c, ws } = await connect({ renderer: { show() {}, remove() {}, destroy: () => calls.push('destroy') } });
+    ws.drop(4001);
+    expect(c.state).toBe('stopped');
+    c.shutdown();
+    expect(calls).toEqual(['destroy']);
+  });
+});
