@@ -1,1 +1,5 @@
-fn main() {}
+//! `beckon`: parses the command line and hands over to `beckon::cli`.
+
+fn main() -> std::process::ExitCode {
+    beckon::cli::main()
+}

@@ -8,7 +8,7 @@
 
 import { backoffDelay, paceDelay, type BackoffOptions } from './backoff.js';
 import { autoCapture, watchActivity, type AutoCaptureOptions } from './capture.js';
-import { CloseCode, closePolicy, isRetryableError } from './codes.js';
+import { CloseCode, closePolicy, isRetryableError, type Pace } from './codes.js';
 import { Emitter } from './emitter.js';
 import { LruSet, SeqTracker } from './inbox.js';
 import { Outbox, type StorageLike } from './outbox.js';
@@ -306,10 +306,11 @@ export class BeckonClient {
       this.cleanups.splice(0).forEach((f) => f());
       return this.setState({ state: 'stopped', code });
     }
-    this.retry(code, this.authFailures > 1 ? 'normal' : p.pace);
+    // Repeated auth failures are not urgent: stop hurrying.
+    this.retry(code, authClose && this.authFailures > 1 ? 'normal' : p.pace);
   }
 
-  private retry(code: number, pace: Parameters<typeof paceDelay>[0]): void {
+  private retry(code: number, pace: Pace): void {
     if (this.stopped) return;
     const delay = paceDelay(pace, this.attempt++, this.opts.backoff);
     this.setState({ state: 'reconnecting', code, delay });

@@ -50,7 +50,7 @@ export function createRenderer(opts: DomRendererOptions = {}): Renderer {
       host.setAttribute('data-beckon', '');
       root = host.attachShadow({ mode: 'open' });
       root.appendChild(el('style', '', CSS));
-      document.body.appendChild(host);
+      (document.body ?? document.documentElement).appendChild(host);
     }
     return root;
   };

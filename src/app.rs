@@ -1,0 +1,246 @@
+//! Wiring: builds the shared [`App`] from a [`Config`], binds the listener, runs the
+//! background maintenance (session expiry, retention), and drains on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::gateway::registry::{deliver, DeliveryInput, Registry};
+use crate::metrics::Metrics;
+use crate::profile::{Mutation, ProfileConfig, Profiles};
+use crate::protocol::ValueLimits;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError, WriteOp};
+
+/// Everything a request or session handler needs, shared by reference count.
+pub struct App {
+    /// Validated configuration.
+    pub cfg: Config,
+    /// Wall clock (injectable for tests).
+    pub clock: Clock,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// In-memory user state, ordered per user.
+    pub profiles: Profiles,
+    /// Live sessions.
+    pub registry: Registry,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Limits on user-supplied values.
+    pub values: ValueLimits,
+    /// Cancelled when the node starts draining.
+    pub shutdown: CancellationToken,
+    /// Every connection and session task, for draining.
+    pub tracker: TaskTracker,
+}
+
+impl App {
+    /// Delivers a message to the user's most recently active live session on this node.
+    /// Returns `(session id, seq)`, or `None` when the user has no live session. (The
+    /// campaign engine decides *what* to deliver; this is the delivery mechanism.)
+    pub async fn deliver_to_user(
+        &self,
+        user: &str,
+        input: DeliveryInput,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let Some(session) = self.registry.most_recent(user) else {
+            return Ok(None);
+        };
+        let (seq, _) = deliver(
+            &*self.store,
+            &session,
+            &input,
+            self.cfg.limits.outbox_max,
+            self.clock.now_ms(),
+        )
+        .await?;
+        Ok(Some((session.id.to_string(), seq)))
+    }
+
+    /// Ends sessions that were not resumed within `resume_ttl`, recording `$session_end`.
+    pub async fn expire_sessions(&self) {
+        let now = self.clock.now_ms();
+        let before = now - self.cfg.session.resume_ttl.as_millis() as i64;
+        for s in self.registry.expire(before) {
+            let ended = s.core.lock().detached_at.unwrap_or(now);
+            let mut props = Map::new();
+            props.insert("session".into(), Value::String(s.id.to_string()));
+            props.insert("duration_ms".into(), Value::from(ended - s.started_at));
+            let m = Mutation::Event {
+                id: None,
+                name: "$session_end".into(),
+                properties: props,
+                at: Some(ended),
+            };
+            let del = WriteOp::DeleteSession {
+                id: s.id.to_string(),
+            };
+            if let Err(e) = self.profiles.apply(&s.user, vec![m], vec![del]).await {
+                tracing::warn!(error = %e, "recording session end failed");
+            }
+        }
+    }
+
+    /// Applies retention to the store.
+    pub async fn prune(&self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let sc = &self.cfg.store;
+        self.store
+            .submit(vec![WriteOp::Prune {
+                history_before: now - sc.history_days as i64 * 86_400_000,
+                history_max_events: sc.history_max_events,
+                dedup_before: now - sc.dedup_ttl.as_millis() as i64,
+                sessions_before: now - self.cfg.session.resume_ttl.as_millis() as i64 - 60_000,
+            }])
+            .wait()
+            .await
+    }
+}
+
+/// A started gateway.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Shared state (tests use it to inspect and to inject deliveries).
+    pub app: Arc<App>,
+    accept: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+}
+
+impl Running {
+    /// Drains: stop accepting, close sessions with 1001, wait up to the grace period,
+    /// make every acknowledged write durable.
+    pub async fn shutdown(self) {
+        let app = self.app;
+        app.shutdown.cancel();
+        let _ = self.accept.await;
+        let _ = self.maintenance.await;
+        app.tracker.close();
+        if tokio::time::timeout(app.cfg.shutdown_grace, app.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain grace period passed with connections still open");
+        }
+        if let Err(e) = app.store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+}
+
+/// Builds the app and starts serving on `cfg.listen`.
+pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let fd_limit = crate::gateway::raise_fd_limit();
+    let max_connections = match cfg.limits.max_connections {
+        0 => fd_limit.saturating_sub(64).max(16) as usize,
+        n => n,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&cfg.data_dir, cfg.store.fsync, metrics.clone())
+            .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
+    );
+    let auth = Authenticator::new(
+        &cfg.jwt,
+        cfg.session.token_leeway.as_secs() as i64,
+        clock.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let profiles = Profiles::new(
+        store.clone(),
+        clock.clone(),
+        ProfileConfig {
+            client_writable: cfg.client_writable.iter().cloned().collect(),
+            store: cfg.store.clone(),
+        },
+    );
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(App {
+        values: cfg.limits.values(),
+        cfg,
+        clock,
+        metrics,
+        store,
+        profiles,
+        registry: Registry::default(),
+        auth,
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    });
+    tracing::info!(%addr, max_connections, fd_limit, "beckon listening");
+    let accept = tokio::spawn(crate::gateway::accept_loop(
+        app.clone(),
+        listener,
+        max_connections,
+    ));
+    let maintenance = tokio::spawn(maintenance(app.clone()));
+    Ok(Running {
+        addr,
+        app,
+        accept,
+        maintenance,
+    })
+}
+
+async fn maintenance(app: Arc<App>) {
+    let mut expiry = tokio::time::interval(Duration::from_secs(30));
+    let mut retention = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = expiry.tick() => app.expire_sessions().await,
+            _ = retention.tick() => {
+                if let Err(e) = app.prune().await {
+                    tracing::warn!(error = %e, "retention pass failed");
+                }
+            }
+        }
+    }
+}
+
+/// Runs until SIGINT/SIGTERM, then drains.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let running = start(cfg, Clock::system()).await?;
+    shutdown_signal().await;
+    tracing::info!("draining");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,741 @@
+//! One WebSocket connection: the hello handshake, then a loop that decodes client frames
+//! (via `protocol`), applies them (via `profile`), answers `ok`/`error`, sends deliveries
+//! from the session's outbox, pings, and closes with the contract's codes. Generic over
+//! the byte stream so it runs on any `AsyncRead + AsyncWrite`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::ratelimit::{RateLimiter, Verdict};
+use super::registry::Session;
+use crate::app::App;
+use crate::auth::AuthError;
+use crate::clock::rfc3339;
+use crate::metrics::TypeLabel;
+use crate::profile::{Mutation, Outcome, UserHandle};
+use crate::protocol::frames::{EngageAction, PageContext};
+use crate::protocol::{decode_text, ClientFrame, CloseCode, Decoded, ErrorCode, ServerFrame};
+use crate::store::WriteOp;
+
+/// Why a connection ends.
+enum End {
+    /// Close with this code and reason.
+    Close(CloseCode, String),
+    /// The peer is gone (or the transport failed): nothing to send.
+    Gone,
+}
+
+fn close(code: CloseCode, reason: impl Into<String>) -> End {
+    End::Close(code, reason.into())
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve<S>(app: Arc<App>, mut ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let end = match handshake(&app, &mut ws).await {
+        Ok(mut conn) => {
+            app.metrics.sessions.inc();
+            let end = conn.run(&mut ws).await;
+            app.metrics.sessions.dec();
+            conn.finish();
+            end
+        }
+        Err(end) => end,
+    };
+    if let End::Close(code, reason) = end {
+        app.metrics.close(code);
+        tracing::debug!(code = code.code(), %reason, "closing session");
+        send_close(&mut ws, code, &reason).await;
+    }
+}
+
+/// Sends a close frame and waits briefly for the peer's, so the close code arrives
+/// before the TCP connection goes away.
+async fn send_close<S>(ws: &mut WebSocketStream<S>, code: CloseCode, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: WsCloseCode::from(code.code()),
+        reason: reason.chars().take(120).collect::<String>().into(),
+    };
+    if ws.close(Some(frame)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Reads the next text frame (skipping control frames).
+async fn next_text<S>(ws: &mut WebSocketStream<S>) -> Result<String, End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Binary(_))) => {
+                return Err(close(
+                    CloseCode::Protocol,
+                    "the first frame must be a hello text frame",
+                ))
+            }
+            Some(Ok(Message::Close(_))) | None => return Err(End::Gone),
+            Some(Ok(_)) => continue,
+            Some(Err(WsError::Capacity(_))) => {
+                return Err(close(CloseCode::TooBig, "frame over the size limit"))
+            }
+            Some(Err(WsError::Utf8)) => {
+                return Err(close(CloseCode::Protocol, "hello is not valid UTF-8"))
+            }
+            Some(Err(_)) => return Err(End::Gone),
+        }
+    }
+}
+
+async fn handshake<S>(app: &Arc<App>, ws: &mut WebSocketStream<S>) -> Result<Conn, End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let text = match tokio::time::timeout(app.cfg.limits.hello_timeout, next_text(ws)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(close(
+                CloseCode::Protocol,
+                "no hello within the hello timeout",
+            ))
+        }
+    };
+    let (token, resume, page, _sdk) = match decode_text(&text, &app.values) {
+        Decoded::Single(Ok(ClientFrame::Hello {
+            token,
+            resume,
+            page,
+            sdk,
+        })) => (token, resume, page, sdk),
+        Decoded::Single(Ok(other)) => {
+            return Err(close(
+                CloseCode::Protocol,
+                format!("the first frame must be hello, got {}", other.kind()),
+            ))
+        }
+        Decoded::Single(Err(e)) => {
+            return Err(close(
+                CloseCode::Protocol,
+                format!("invalid hello: {}", e.message),
+            ))
+        }
+        Decoded::Batch(_) => {
+            return Err(close(
+                CloseCode::Protocol,
+                "the first frame must be a single hello, not a batch",
+            ))
+        }
+    };
+    app.metrics
+        .frames_in
+        .get_or_create(&TypeLabel { r#type: "hello" })
+        .inc();
+    let verified = app.auth.verify(&token).map_err(|e| match e {
+        AuthError::Expired => close(CloseCode::TokenExpired, "token expired"),
+        AuthError::Invalid(m) => close(CloseCode::Unauthorized, m),
+    })?;
+    let now = app.clock.now_ms();
+
+    // Resume: only a session of the same user, not expired, live or persisted.
+    let mut resumed = None;
+    if let Some(r) = &resume {
+        let found = match app.registry.get(&r.session) {
+            Some(s) => Some(s),
+            None => match app.store.load_session(&r.session).await {
+                Ok(Some(rec))
+                    if rec.updated_at + app.cfg.session.resume_ttl.as_millis() as i64 >= now =>
+                {
+                    let s = Arc::new(Session::from_record(rec));
+                    app.registry.insert(s.clone());
+                    Some(s)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session lookup failed; starting a new session");
+                    None
+                }
+            },
+        };
+        resumed = found
+            .filter(|s| &*s.user == verified.user.as_str())
+            .map(|s| (s, r.last_seq));
+    }
+    let is_resume = resumed.is_some();
+    let already_live = resumed
+        .as_ref()
+        .is_some_and(|(s, _)| s.core.lock().attached.is_some());
+    if !already_live && app.registry.live_count(&verified.user) >= app.cfg.limits.sessions_per_user
+    {
+        return Err(close(
+            CloseCode::TooManySessions,
+            format!(
+                "at most {} sessions per user",
+                app.cfg.limits.sessions_per_user
+            ),
+        ));
+    }
+
+    let user = app.profiles.attach(&verified.user).await.map_err(|e| {
+        tracing::error!(error = %e, "loading user failed");
+        close(CloseCode::GoingAway, "store unavailable; retry")
+    })?;
+    let session = match &resumed {
+        Some((s, _)) => s.clone(),
+        None => {
+            let s = Arc::new(Session::new(
+                Arc::from(crate::ids::session_id()),
+                user.user().clone(),
+                now,
+            ));
+            app.registry.insert(s.clone());
+            s
+        }
+    };
+    let mut mutations = Vec::new();
+    if !verified.attributes.is_empty() {
+        mutations.push(Mutation::Attributes {
+            id: None,
+            attributes: verified.attributes.clone(),
+            trusted: true,
+        });
+    }
+    if !is_resume {
+        let mut props = Map::new();
+        props.insert("session".into(), Value::String(session.id.to_string()));
+        mutations.push(Mutation::Event {
+            id: None,
+            name: "$session_start".into(),
+            properties: props,
+            at: Some(now),
+        });
+    }
+    let session_row = WriteOp::Session {
+        id: session.id.to_string(),
+        user: session.user.to_string(),
+        started_at: session.started_at,
+        updated_at: now,
+    };
+    if let Err(e) = app
+        .profiles
+        .apply(&verified.user, mutations, vec![session_row])
+        .await
+    {
+        tracing::error!(error = %e, "recording session start failed");
+        app.profiles.detach(user);
+        return Err(close(CloseCode::GoingAway, "store unavailable; retry"));
+    }
+
+    let gen = app.registry.attach(&session);
+    if let Some(p) = &page {
+        session.core.lock().page = Some(p.path.clone());
+    }
+    session.last_active.store(now, Ordering::Relaxed);
+    let welcome = ServerFrame::Welcome {
+        session: session.id.to_string(),
+        user: verified.user.clone(),
+        resumed: is_resume,
+        heartbeat_ms: app.cfg.session.heartbeat.as_millis() as u64,
+        server_time: rfc3339(now),
+    };
+    let mut conn = Conn {
+        app: app.clone(),
+        session,
+        gen,
+        user: Some(user),
+        limiter: RateLimiter::new(
+            app.cfg.limits.frames_per_sec,
+            app.cfg.limits.frames_burst,
+            app.cfg.limits.rate_strikes,
+        ),
+        token_deadline: verified.exp.map(|exp| app.auth.deadline_ms(exp)),
+        out: Vec::new(),
+    };
+    conn.push(&welcome);
+    if let Some((_, last_seq)) = resumed {
+        conn.resume_from(last_seq);
+    }
+    Ok(conn)
+}
+
+/// An attached connection's state.
+struct Conn {
+    app: Arc<App>,
+    session: Arc<Session>,
+    gen: u64,
+    user: Option<UserHandle>,
+    limiter: RateLimiter,
+    /// Wall-clock instant (ms) after which the token is no longer honoured.
+    token_deadline: Option<i64>,
+    /// Encoded frames waiting to be written.
+    out: Vec<String>,
+}
+
+impl Conn {
+    fn push(&mut self, frame: &ServerFrame) {
+        self.app
+            .metrics
+            .frames_out
+            .get_or_create(&TypeLabel {
+                r#type: frame.kind(),
+            })
+            .inc();
+        self.out.push(frame.encode());
+    }
+
+    fn error(&mut self, code: ErrorCode, message: impl Into<String>, id: Option<String>) {
+        self.app.metrics.error(code);
+        self.push(&ServerFrame::Error {
+            code,
+            message: message.into(),
+            id,
+        });
+    }
+
+    fn user_id(&self) -> &str {
+        &self.session.user
+    }
+
+    /// The client has everything up to `last_seq`: treat it as acked, resend the rest.
+    fn resume_from(&mut self, last_seq: u64) {
+        let mut core = self.session.core.lock();
+        let last = last_seq.min(core.seq);
+        core.sent = last;
+        if last > core.acked {
+            drop(core);
+            let _ = self.ack(last);
+        }
+    }
+
+    fn ack(&mut self, seq: u64) -> Result<(), String> {
+        let mut core = self.session.core.lock();
+        if seq > core.sent {
+            return Err(format!(
+                "ack of seq {seq}, but the last seq sent is {}",
+                core.sent
+            ));
+        }
+        if seq <= core.acked {
+            return Ok(());
+        }
+        core.acked = seq;
+        while core.outbox.front().is_some_and(|e| e.rec.seq <= seq) {
+            core.outbox.pop_front();
+        }
+        drop(core);
+        // Acks need no reply: the write is ordered behind the deliveries it removes.
+        drop(self.app.store.submit(vec![WriteOp::Ack {
+            session: self.session.id.to_string(),
+            upto: seq,
+        }]));
+        Ok(())
+    }
+
+    /// Moves outbox and control frames into `out`; an error means close.
+    fn collect_outgoing(&mut self) -> Result<(), End> {
+        let mut core = self.session.core.lock();
+        if core.attached != Some(self.gen) {
+            return Err(close(
+                CloseCode::Normal,
+                "session resumed on another connection",
+            ));
+        }
+        if let Some(code) = core.kick.take() {
+            if code == CloseCode::SlowConsumer {
+                self.app.metrics.slow_consumers.inc();
+            }
+            return Err(close(code, "outbox full: reconnect and resume"));
+        }
+        let control = std::mem::take(&mut core.control);
+        let from = core.sent;
+        let mut sent = from;
+        let mut frames = Vec::new();
+        for e in core.outbox.iter().filter(|e| e.rec.seq > from) {
+            if !e.durable {
+                break;
+            }
+            frames.push(e.rec.frame.clone());
+            sent = e.rec.seq;
+        }
+        core.sent = sent;
+        drop(core);
+        let metrics = &self.app.metrics;
+        metrics
+            .frames_out
+            .get_or_create(&TypeLabel { r#type: "revoke" })
+            .inc_by(control.len() as u64);
+        metrics
+            .frames_out
+            .get_or_create(&TypeLabel { r#type: "message" })
+            .inc_by(frames.len() as u64);
+        self.out.extend(control);
+        self.out.extend(frames);
+        Ok(())
+    }
+
+    async fn flush<S>(&mut self, ws: &mut WebSocketStream<S>) -> Result<(), End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        for text in self.out.drain(..) {
+            ws.feed(Message::Text(text.into()))
+                .await
+                .map_err(|_| End::Gone)?;
+        }
+        ws.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn run<S>(&mut self, ws: &mut WebSocketStream<S>) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let hb = self.app.cfg.session.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let token_sleep = tokio::time::sleep_until(self.token_instant());
+        tokio::pin!(token_sleep);
+        let shutdown = self.app.shutdown.clone();
+        loop {
+            if let Err(end) = self.collect_outgoing() {
+                return end;
+            }
+            if let Err(end) = self.flush(ws).await {
+                return end;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return close(CloseCode::GoingAway, "server draining: reconnect and resume"),
+                _ = &mut token_sleep, if self.token_deadline.is_some() => {
+                    return close(CloseCode::TokenExpired, "token expired: send auth before exp");
+                }
+                _ = self.session.notify.notified() => {}
+                msg = ws.next() => {
+                    last_heard = Instant::now();
+                    let text = match msg {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.error(ErrorCode::InvalidFrame, "binary frames are not accepted; send JSON text", None);
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_))) | None => return End::Gone,
+                        Some(Ok(_)) => continue,
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                            return close(CloseCode::TooBig, format!("frame of {size} bytes over the {max_size} limit"));
+                        }
+                        Some(Err(WsError::Capacity(_))) => return close(CloseCode::TooBig, "frame over the size limit"),
+                        Some(Err(WsError::Utf8)) => {
+                            self.error(ErrorCode::InvalidJson, "text frame is not valid UTF-8", None);
+                            continue;
+                        }
+                        Some(Err(_)) => return End::Gone,
+                    };
+                    if let Some(end) = self.handle_text(&text).await {
+                        let _ = self.flush(ws).await;
+                        return end;
+                    }
+                    if self.token_deadline.is_some() {
+                        token_sleep.as_mut().reset(self.token_instant());
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() >= hb * 2 {
+                        return close(CloseCode::Protocol, "heartbeat timeout: no frame or pong for two intervals");
+                    }
+                    if ws.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    fn token_instant(&self) -> Instant {
+        let left = self
+            .token_deadline
+            .map(|d| d - self.app.clock.now_ms())
+            .unwrap_or(i64::MAX / 4);
+        Instant::now() + Duration::from_millis(left.clamp(0, 100 * 365 * 86_400_000) as u64)
+    }
+
+    fn touch(&self) {
+        self.session
+            .last_active
+            .store(self.app.clock.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Handles one text frame (single or batch). Returns `Some` to close.
+    async fn handle_text(&mut self, text: &str) -> Option<End> {
+        let received = Instant::now();
+        let items = match decode_text(text, &self.app.values) {
+            Decoded::Single(r) => vec![r],
+            Decoded::Batch(v) => v,
+        };
+        let mut mutations: Vec<Mutation> = Vec::new();
+        let mut mutation_ids: Vec<Option<String>> = Vec::new();
+        let mut extra: Vec<WriteOp> = Vec::new();
+        let mut ok_now: Vec<String> = Vec::new();
+        let mut ok_after_commit: Vec<String> = Vec::new();
+        for item in items {
+            match self.limiter.check() {
+                Verdict::Allow => {}
+                Verdict::Reject => {
+                    let id = match &item {
+                        Ok(f) => f.id().map(str::to_string),
+                        Err(e) => e.id.clone(),
+                    };
+                    self.error(
+                        ErrorCode::RateLimited,
+                        "over the frame rate limit; slow down and resend",
+                        id,
+                    );
+                    continue;
+                }
+                Verdict::Close => {
+                    return Some(close(
+                        CloseCode::RateLimited,
+                        "sustained flood over the rate limit",
+                    ))
+                }
+            }
+            let frame = match item {
+                Ok(f) => f,
+                Err(e) => {
+                    self.error(e.code, e.message, e.id);
+                    continue;
+                }
+            };
+            self.app
+                .metrics
+                .frames_in
+                .get_or_create(&TypeLabel {
+                    r#type: frame.kind(),
+                })
+                .inc();
+            match frame {
+                ClientFrame::Hello { .. } => self.error(
+                    ErrorCode::InvalidFrame,
+                    "hello was already received on this session",
+                    None,
+                ),
+                ClientFrame::Track {
+                    id,
+                    event,
+                    properties,
+                } => {
+                    self.touch();
+                    mutation_ids.push(id.clone());
+                    mutations.push(Mutation::Event {
+                        id,
+                        name: event,
+                        properties,
+                        at: None,
+                    });
+                }
+                ClientFrame::Page { id, page } => {
+                    self.touch();
+                    self.session.core.lock().page = Some(page.path.clone());
+                    mutation_ids.push(id.clone());
+                    mutations.push(page_view(id, page));
+                }
+                ClientFrame::Identify { id, attributes } => {
+                    mutation_ids.push(id.clone());
+                    mutations.push(Mutation::Attributes {
+                        id,
+                        attributes,
+                        trusted: false,
+                    });
+                }
+                ClientFrame::Activity { id } => {
+                    self.touch();
+                    ok_now.extend(id);
+                }
+                ClientFrame::Ack { id, seq } => match self.ack(seq) {
+                    Ok(()) => ok_now.extend(id),
+                    Err(m) => self.error(ErrorCode::InvalidFrame, m, id),
+                },
+                ClientFrame::Engage {
+                    id,
+                    delivery,
+                    action,
+                    button,
+                } => {
+                    if !self.owns_delivery(&delivery).await {
+                        self.error(
+                            ErrorCode::UnknownDelivery,
+                            format!("no delivery `{delivery}` for this user"),
+                            id,
+                        );
+                        continue;
+                    }
+                    extra.push(WriteOp::Engagement {
+                        delivery,
+                        user: self.user_id().to_string(),
+                        action: action.as_str().to_string(),
+                        button: if action == EngageAction::Click {
+                            button.unwrap_or_default()
+                        } else {
+                            String::new()
+                        },
+                        at: self.app.clock.now_ms(),
+                    });
+                    ok_after_commit.extend(id);
+                }
+                ClientFrame::Auth { id, token } => {
+                    let v = match self.app.auth.verify(&token) {
+                        Ok(v) => v,
+                        Err(AuthError::Expired) => {
+                            return Some(close(CloseCode::TokenExpired, "token expired"))
+                        }
+                        Err(AuthError::Invalid(m)) => {
+                            return Some(close(CloseCode::Unauthorized, m))
+                        }
+                    };
+                    if v.user != self.user_id() {
+                        return Some(close(
+                            CloseCode::Unauthorized,
+                            "auth token is for another user",
+                        ));
+                    }
+                    self.token_deadline = v.exp.map(|exp| self.app.auth.deadline_ms(exp));
+                    if !v.attributes.is_empty() {
+                        mutation_ids.push(None);
+                        mutations.push(Mutation::Attributes {
+                            id: None,
+                            attributes: v.attributes,
+                            trusted: true,
+                        });
+                    }
+                    ok_now.extend(id);
+                }
+            }
+        }
+        if !mutations.is_empty() || !extra.is_empty() {
+            let n_events = mutations
+                .iter()
+                .filter(|m| matches!(m, Mutation::Event { .. }))
+                .count();
+            match self
+                .app
+                .profiles
+                .apply(self.user_id(), mutations, extra)
+                .await
+            {
+                Ok(outcomes) => {
+                    self.app
+                        .metrics
+                        .events
+                        .get_or_create(&crate::metrics::DoorLabel { door: "ws" })
+                        .inc_by(n_events as u64);
+                    for (id, outcome) in mutation_ids.into_iter().zip(outcomes) {
+                        match outcome {
+                            Outcome::Applied => ok_now.extend(id),
+                            Outcome::Duplicate => {
+                                self.app.metrics.duplicates.inc();
+                                ok_now.extend(id)
+                            }
+                            Outcome::Forbidden(key) => self.error(
+                                ErrorCode::ForbiddenAttribute,
+                                format!("attribute `{key}` is not client-writable"),
+                                id,
+                            ),
+                        }
+                    }
+                    ok_now.append(&mut ok_after_commit);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "frame not durable");
+                    for id in mutation_ids.into_iter().flatten().chain(ok_after_commit) {
+                        self.error(ErrorCode::Unavailable, "not stored; resend later", Some(id));
+                    }
+                }
+            }
+        }
+        if !ok_now.is_empty() {
+            self.push(&ServerFrame::Ok { ids: ok_now });
+            self.app
+                .metrics
+                .ack_seconds
+                .observe(received.elapsed().as_secs_f64());
+        }
+        None
+    }
+
+    /// Whether `delivery` was sent to this user (live outboxes first, then the store).
+    async fn owns_delivery(&self, delivery: &str) -> bool {
+        let in_outbox = |s: &Session| {
+            s.core
+                .lock()
+                .outbox
+                .iter()
+                .any(|e| e.rec.delivery == delivery)
+        };
+        if in_outbox(&self.session)
+            || self
+                .app
+                .registry
+                .live_sessions(self.user_id())
+                .iter()
+                .any(|s| in_outbox(s))
+        {
+            return true;
+        }
+        matches!(self.app.store.delivery(delivery).await, Ok(Some(d)) if d.user == self.user_id())
+    }
+
+    /// Detaches from the session; it stays resumable until `resume_ttl`.
+    fn finish(&mut self) {
+        let now = self.app.clock.now_ms();
+        self.app.registry.detach(&self.session, self.gen, now);
+        drop(self.app.store.submit(vec![WriteOp::Session {
+            id: self.session.id.to_string(),
+            user: self.session.user.to_string(),
+            started_at: self.session.started_at,
+            updated_at: now,
+        }]));
+        if let Some(user) = self.user.take() {
+            self.app.profiles.detach(user);
+        }
+    }
+}
+
+/// A `page` frame as a `$page_view` event.
+pub fn page_view(id: Option<String>, page: PageContext) -> Mutation {
+    let mut props = Map::new();
+    props.insert("path".into(), Value::String(page.path));
+    if let Some(t) = page.title {
+        props.insert("title".into(), Value::String(t));
+    }
+    if let Some(r) = page.referrer {
+        props.insert("referrer".into(), Value::String(r));
+    }
+    Mutation::Event {
+        id,
+        name: "$page_view".into(),
+        properties: props,
+        at: None,
+    }
+}

@@ -1,0 +1,176 @@
+//! Prometheus metrics, one registry per gateway instance (so tests can run several).
+//! Labels are low-cardinality: frame types, error and close codes; never user ids.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label set with one `type` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// Frame type.
+    pub r#type: &'static str,
+}
+
+/// Label set with one `code` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// Error or close code.
+    pub code: &'static str,
+}
+
+/// Label set with one `door` label (where an event came in).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DoorLabel {
+    /// `ws`, `rest` or `segment`.
+    pub door: &'static str,
+}
+
+/// All gateway metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Live WebSocket sessions.
+    pub sessions: Gauge,
+    /// Open TCP connections.
+    pub connections: Gauge,
+    /// Client frames received, by type (batch elements count one each).
+    pub frames_in: Family<TypeLabel, Counter>,
+    /// Server frames sent, by type.
+    pub frames_out: Family<TypeLabel, Counter>,
+    /// Error frames sent, by code.
+    pub errors: Family<CodeLabel, Counter>,
+    /// Sessions closed by the server, by close code.
+    pub closes: Family<CodeLabel, Counter>,
+    /// Events applied, by door.
+    pub events: Family<DoorLabel, Counter>,
+    /// Duplicate ids answered without re-applying.
+    pub duplicates: Counter,
+    /// Frame received to `ok` sent.
+    pub ack_seconds: Histogram,
+    /// Store group-commit latency.
+    pub store_commit_seconds: Histogram,
+    /// Writes per group commit.
+    pub store_commit_ops: Histogram,
+    /// Failed store writes.
+    pub store_errors: Counter,
+    /// Errors from accept() (e.g. out of file descriptors).
+    pub accept_errors: Counter,
+    /// Connections refused because `max_connections` was reached or fds ran out.
+    pub connections_refused: Counter,
+    /// Sessions closed because their outbox overflowed.
+    pub slow_consumers: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("beckon");
+        let m = Metrics {
+            sessions: Gauge::default(),
+            connections: Gauge::default(),
+            frames_in: Family::default(),
+            frames_out: Family::default(),
+            errors: Family::default(),
+            closes: Family::default(),
+            events: Family::default(),
+            duplicates: Counter::default(),
+            ack_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_commit_ops: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            store_errors: Counter::default(),
+            accept_errors: Counter::default(),
+            connections_refused: Counter::default(),
+            slow_consumers: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("sessions", "Live WebSocket sessions", m.sessions.clone());
+        registry.register("connections", "Open TCP connections", m.connections.clone());
+        registry.register(
+            "frames_in",
+            "Client frames received by type",
+            m.frames_in.clone(),
+        );
+        registry.register(
+            "frames_out",
+            "Server frames sent by type",
+            m.frames_out.clone(),
+        );
+        registry.register("errors", "Error frames sent by code", m.errors.clone());
+        registry.register(
+            "closes",
+            "Sessions closed by the server by close code",
+            m.closes.clone(),
+        );
+        registry.register("events", "Events applied by door", m.events.clone());
+        registry.register(
+            "duplicates",
+            "Duplicate client ids answered without re-applying",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "ack_latency_seconds",
+            "Client frame received to ok sent",
+            m.ack_seconds.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Store group-commit latency",
+            m.store_commit_seconds.clone(),
+        );
+        registry.register(
+            "store_commit_ops",
+            "Writes per group commit",
+            m.store_commit_ops.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed store writes",
+            m.store_errors.clone(),
+        );
+        registry.register("accept_errors", "accept() errors", m.accept_errors.clone());
+        registry.register(
+            "connections_refused",
+            "Connections refused at a limit",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "slow_consumers",
+            "Sessions closed for outbox overflow",
+            m.slow_consumers.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts an error frame.
+    pub fn error(&self, code: crate::protocol::ErrorCode) {
+        self.errors
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a server-initiated close.
+    pub fn close(&self, code: crate::protocol::CloseCode) {
+        self.closes
+            .get_or_create(&CodeLabel { code: code.label() })
+            .inc();
+    }
+}

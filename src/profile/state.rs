@@ -1,0 +1,352 @@
+//! One user's in-memory state and the pure rules for applying a mutation to it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use serde_json::{Map, Value};
+
+use super::ProfileConfig;
+use crate::clock::Millis;
+use crate::config::StoreConfig;
+use crate::store::{Aggregate, UserRecord, WriteOp};
+
+const DAY_MS: Millis = 86_400_000;
+
+/// A change to a user.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// An event.
+    Event {
+        /// Client dedup id.
+        id: Option<String>,
+        /// Name.
+        name: String,
+        /// Properties.
+        properties: Map<String, Value>,
+        /// When it happened; `None` = now.
+        at: Option<Millis>,
+    },
+    /// Attribute changes (null removes).
+    Attributes {
+        /// Client dedup id.
+        id: Option<String>,
+        /// Changes.
+        attributes: Map<String, Value>,
+        /// Trusted (token, admin API, write key) or client (`identify`).
+        trusted: bool,
+    },
+}
+
+/// What happened to one mutation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Applied.
+    Applied,
+    /// Its id was seen before; nothing applied (the earlier copy is durable).
+    Duplicate,
+    /// A client tried to set a key it may not.
+    Forbidden(String),
+}
+
+/// Remembered client ids: hashes for memory, bounded by count and age.
+#[derive(Debug, Default)]
+struct Dedup {
+    order: VecDeque<(u64, Millis)>,
+    set: HashSet<u64>,
+}
+
+fn id_hash(id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+impl Dedup {
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(&id_hash(id))
+    }
+
+    fn insert(&mut self, id: &str, at: Millis, now: Millis, cfg: &StoreConfig) {
+        let h = id_hash(id);
+        if self.set.insert(h) {
+            self.order.push_back((h, at));
+        }
+        let horizon = now - cfg.dedup_ttl.as_millis() as Millis;
+        while let Some(&(old, t)) = self.order.front() {
+            if self.order.len() > cfg.dedup_max_per_user || t < horizon {
+                self.order.pop_front();
+                self.set.remove(&old);
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// A user's live state.
+#[derive(Debug, Default)]
+pub struct UserState {
+    /// Attributes.
+    pub attributes: Map<String, Value>,
+    /// Aggregates by event name.
+    pub aggregates: HashMap<String, Aggregate>,
+    dedup: Dedup,
+    exists: bool,
+}
+
+impl UserState {
+    /// Builds the state from a stored record.
+    pub fn from_record(rec: Option<UserRecord>, now: Millis, cfg: &StoreConfig) -> Self {
+        let mut s = UserState::default();
+        if let Some(rec) = rec {
+            s.exists = true;
+            s.attributes = rec.attributes;
+            s.aggregates = rec.aggregates.into_iter().collect();
+            for (id, at) in rec.dedup {
+                s.dedup.insert(&id, at, now, cfg);
+            }
+        }
+        s
+    }
+
+    /// Whether anything was ever recorded for this user.
+    pub fn exists(&self) -> bool {
+        self.exists
+    }
+
+    /// Whether a client id was already seen.
+    pub fn seen(&self, id: &str) -> bool {
+        self.dedup.contains(id)
+    }
+
+    /// Applies a mutation, appending the writes that make it durable.
+    pub fn apply(
+        &mut self,
+        user: &str,
+        m: Mutation,
+        now: Millis,
+        cfg: &ProfileConfig,
+        ops: &mut Vec<WriteOp>,
+    ) -> Outcome {
+        let id = match &m {
+            Mutation::Event { id, .. } | Mutation::Attributes { id, .. } => id.clone(),
+        };
+        if let Some(id) = &id {
+            if self.dedup.contains(id) {
+                return Outcome::Duplicate;
+            }
+        }
+        match m {
+            Mutation::Event {
+                name,
+                properties,
+                at,
+                ..
+            } => {
+                let at = at.unwrap_or(now);
+                let agg = self.aggregates.entry(name.clone()).or_default();
+                record(agg, at, now, cfg.store.history_days);
+                ops.push(WriteOp::Aggregate {
+                    user: user.into(),
+                    event: name.clone(),
+                    aggregate: agg.clone(),
+                });
+                ops.push(WriteOp::Event {
+                    user: user.into(),
+                    at,
+                    name,
+                    properties,
+                    id: id.clone(),
+                });
+            }
+            Mutation::Attributes {
+                attributes,
+                trusted,
+                ..
+            } => {
+                // `$` names are the gateway's own (e.g. `$activity`), for every door.
+                if let Some(k) = attributes.keys().find(|k| k.starts_with('$')) {
+                    return Outcome::Forbidden(k.clone());
+                }
+                if !trusted {
+                    if let Some(k) = attributes
+                        .keys()
+                        .find(|k| !cfg.client_writable.contains(*k))
+                    {
+                        return Outcome::Forbidden(k.clone());
+                    }
+                }
+                let mut changed = false;
+                for (k, v) in attributes {
+                    if v.is_null() {
+                        changed |= self.attributes.remove(&k).is_some();
+                    } else if self.attributes.get(&k) != Some(&v) {
+                        self.attributes.insert(k, v);
+                        changed = true;
+                    }
+                }
+                // A user whose attributes were set exists even if nothing changed.
+                if changed || !self.exists {
+                    ops.push(WriteOp::Attributes {
+                        user: user.into(),
+                        attributes: self.attributes.clone(),
+                        at: now,
+                    });
+                }
+            }
+        }
+        self.exists = true;
+        if let Some(id) = id {
+            self.dedup.insert(&id, now, now, &cfg.store);
+            ops.push(WriteOp::Dedup {
+                user: user.into(),
+                id,
+                at: now,
+            });
+        }
+        Outcome::Applied
+    }
+}
+
+/// Counts one occurrence at `at` into an aggregate, keeping day buckets for the window.
+pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, history_days: u32) {
+    if agg.count == 0 {
+        agg.first = at;
+        agg.last = at;
+    } else {
+        agg.first = agg.first.min(at);
+        agg.last = agg.last.max(at);
+    }
+    agg.count += 1;
+    let day = at.div_euclid(DAY_MS) as i32;
+    let oldest = (now.div_euclid(DAY_MS) as i32) - history_days as i32;
+    if day >= oldest {
+        match agg.days.binary_search_by_key(&day, |&(d, _)| d) {
+            Ok(i) => agg.days[i].1 += 1,
+            Err(i) => agg.days.insert(i, (day, 1)),
+        }
+    }
+    let keep_from = agg.days.partition_point(|&(d, _)| d < oldest);
+    agg.days.drain(..keep_from);
+}
+
+/// Occurrences within the last `window_ms` (day granularity: whole days overlapping the window).
+pub fn count_within(agg: &Aggregate, window_ms: Millis, now: Millis) -> u64 {
+    let from = (now - window_ms).div_euclid(DAY_MS) as i32;
+    agg.days
+        .iter()
+        .filter(|&&(d, _)| d >= from)
+        .map(|&(_, c)| c as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg() -> ProfileConfig {
+        ProfileConfig {
+            client_writable: ["first_name".to_string()].into(),
+            store: StoreConfig::default(),
+        }
+    }
+
+    fn ev(id: &str, name: &str, at: Option<Millis>) -> Mutation {
+        Mutation::Event {
+            id: Some(id.into()),
+            name: name.into(),
+            properties: Map::new(),
+            at,
+        }
+    }
+
+    #[test]
+    fn events_update_aggregates_and_dedup() {
+        let mut s = UserState::default();
+        let mut ops = vec![];
+        let now = 100 * DAY_MS;
+        assert_eq!(
+            s.apply("u", ev("a", "x", None), now, &cfg(), &mut ops),
+            Outcome::Applied
+        );
+        assert_eq!(
+            s.apply("u", ev("a", "x", None), now, &cfg(), &mut ops),
+            Outcome::Duplicate
+        );
+        assert_eq!(
+            s.apply(
+                "u",
+                ev("b", "x", Some(now - 3 * DAY_MS)),
+                now,
+                &cfg(),
+                &mut ops
+            ),
+            Outcome::Applied
+        );
+        let agg = &s.aggregates["x"];
+        assert_eq!((agg.count, agg.first, agg.last), (2, now - 3 * DAY_MS, now));
+        assert_eq!(count_within(agg, DAY_MS, now), 1);
+        assert_eq!(count_within(agg, 7 * DAY_MS, now), 2);
+        assert!(s.exists());
+    }
+
+    #[test]
+    fn day_buckets_keep_the_history_window() {
+        let mut agg = Aggregate::default();
+        let now = 200 * DAY_MS;
+        record(&mut agg, now - 100 * DAY_MS, now, 90);
+        record(&mut agg, now - 89 * DAY_MS, now, 90);
+        record(&mut agg, now, now, 90);
+        assert_eq!(agg.count, 3, "lifetime count keeps everything");
+        assert_eq!(
+            agg.days.len(),
+            2,
+            "buckets older than the window are dropped"
+        );
+    }
+
+    #[test]
+    fn client_attributes_only_for_writable_keys() {
+        let mut s = UserState::default();
+        let mut ops = vec![];
+        let attrs = |v: Value| v.as_object().unwrap().clone();
+        let m = Mutation::Attributes {
+            id: None,
+            attributes: attrs(json!({"plan": "pro"})),
+            trusted: false,
+        };
+        assert_eq!(
+            s.apply("u", m, 0, &cfg(), &mut ops),
+            Outcome::Forbidden("plan".into())
+        );
+        assert!(ops.is_empty());
+        let m = Mutation::Attributes {
+            id: None,
+            attributes: attrs(json!({"first_name": "Ada"})),
+            trusted: false,
+        };
+        assert_eq!(s.apply("u", m, 0, &cfg(), &mut ops), Outcome::Applied);
+        let m = Mutation::Attributes {
+            id: None,
+            attributes: attrs(json!({"plan": "pro", "first_name": null})),
+            trusted: true,
+        };
+        assert_eq!(s.apply("u", m, 0, &cfg(), &mut ops), Outcome::Applied);
+        assert_eq!(Value::Object(s.attributes.clone()), json!({"plan": "pro"}));
+    }
+
+    #[test]
+    fn dedup_is_bounded() {
+        let mut c = cfg();
+        c.store.dedup_max_per_user = 3;
+        let mut s = UserState::default();
+        let mut ops = vec![];
+        for i in 0..5 {
+            s.apply("u", ev(&format!("e{i}"), "x", None), 0, &c, &mut ops);
+        }
+        assert!(!s.seen("e0") && !s.seen("e1"));
+        assert!(s.seen("e2") && s.seen("e4"));
+    }
+}

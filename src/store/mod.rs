@@ -1,0 +1,254 @@
+//! Durable state behind the [`Store`] trait: user profiles, event history, dedup ids,
+//! sessions and their unacknowledged deliveries, definitions. The embedded SQLite
+//! implementation lives in [`sqlite`]; a Redis one implements the same trait for cluster
+//! mode. Writes are submitted in order and acknowledged only once durable (group commit);
+//! the store holds no business rules.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::clock::Millis;
+
+/// A store failure. Callers treat it as "not durable": nothing is acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// Per user and event name: lifetime count, first/last seen and day buckets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Lifetime count.
+    pub count: u64,
+    /// First occurrence, epoch ms.
+    pub first: Millis,
+    /// Last occurrence, epoch ms.
+    pub last: Millis,
+    /// `(day since epoch, count)`, ascending, retained for the history window.
+    pub days: Vec<(i32, u32)>,
+}
+
+/// Everything stored about one user, as loaded into memory.
+#[derive(Debug, Clone, Default)]
+pub struct UserRecord {
+    /// Attributes (trusted and client-writable).
+    pub attributes: Map<String, Value>,
+    /// Aggregates by event name.
+    pub aggregates: Vec<(String, Aggregate)>,
+    /// Remembered client ids with the time they were seen.
+    pub dedup: Vec<(String, Millis)>,
+}
+
+/// One event in a user's retained history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// When it happened, epoch ms.
+    pub at: Millis,
+    /// Event name.
+    pub name: String,
+    /// Properties.
+    pub properties: Map<String, Value>,
+}
+
+/// A session as persisted for resume across restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: String,
+    /// User id.
+    pub user: String,
+    /// Start, epoch ms (kept across resumes).
+    pub started_at: Millis,
+    /// Highest seq assigned.
+    pub seq: u64,
+    /// Highest seq acknowledged by the client.
+    pub acked: u64,
+    /// Last time the session was seen, epoch ms.
+    pub updated_at: Millis,
+    /// Unacknowledged deliveries, ascending by seq.
+    pub outbox: Vec<OutboxRecord>,
+}
+
+/// An unacknowledged delivery as sent to a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    /// Per-session seq.
+    pub seq: u64,
+    /// Delivery id.
+    pub delivery: String,
+    /// The encoded `message` frame.
+    pub frame: String,
+}
+
+/// A delivery's ownership, for validating `engage`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    /// Delivery id.
+    pub id: String,
+    /// The user it was sent to.
+    pub user: String,
+    /// Campaign id.
+    pub campaign: String,
+    /// Variant id.
+    pub variant: String,
+    /// Created, epoch ms.
+    pub created_at: Millis,
+    /// Expiry, epoch ms.
+    pub expires_at: Option<Millis>,
+}
+
+/// One durable write. Snapshots rather than deltas, so replays are idempotent.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Replace the user's attributes.
+    Attributes {
+        /// User id.
+        user: String,
+        /// Full attribute set.
+        attributes: Map<String, Value>,
+        /// Time of the change.
+        at: Millis,
+    },
+    /// Replace one aggregate.
+    Aggregate {
+        /// User id.
+        user: String,
+        /// Event name.
+        event: String,
+        /// New value.
+        aggregate: Aggregate,
+    },
+    /// Append to the user's event history.
+    Event {
+        /// User id.
+        user: String,
+        /// Occurrence time.
+        at: Millis,
+        /// Event name.
+        name: String,
+        /// Properties.
+        properties: Map<String, Value>,
+        /// Client id, if any.
+        id: Option<String>,
+    },
+    /// Remember a client id.
+    Dedup {
+        /// User id.
+        user: String,
+        /// Client id.
+        id: String,
+        /// When seen.
+        at: Millis,
+    },
+    /// Create or refresh a session row (outbox untouched).
+    Session {
+        /// Session id.
+        id: String,
+        /// User id.
+        user: String,
+        /// Start time.
+        started_at: Millis,
+        /// Now.
+        updated_at: Millis,
+    },
+    /// Record a delivery sent to a session (raises the session's seq).
+    Outbox {
+        /// Session id.
+        session: String,
+        /// Record.
+        entry: OutboxRecord,
+    },
+    /// The client acknowledged everything up to `upto`.
+    Ack {
+        /// Session id.
+        session: String,
+        /// Highest acked seq.
+        upto: u64,
+    },
+    /// Forget a session and its outbox.
+    DeleteSession {
+        /// Session id.
+        id: String,
+    },
+    /// Record a delivery's ownership.
+    Delivery(DeliveryRecord),
+    /// Record engagement (impressions dedup by delivery).
+    Engagement {
+        /// Delivery id.
+        delivery: String,
+        /// User id.
+        user: String,
+        /// `impression`, `click`, `dismiss`.
+        action: String,
+        /// Button for clicks, else empty.
+        button: String,
+        /// When.
+        at: Millis,
+    },
+    /// Retention: drop history, dedup ids and sessions older than the given instants.
+    Prune {
+        /// Events before this go.
+        history_before: Millis,
+        /// Most events kept per user.
+        history_max_events: u32,
+        /// Dedup ids before this go.
+        dedup_before: Millis,
+        /// Sessions not seen since this go.
+        sessions_before: Millis,
+    },
+}
+
+/// Resolves once the submitted writes are durable (or failed).
+pub struct CommitTicket(oneshot::Receiver<Result<(), StoreError>>);
+
+impl CommitTicket {
+    /// A ticket already resolved (for stores or paths with nothing to write).
+    pub fn ready(result: Result<(), StoreError>) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(result);
+        CommitTicket(rx)
+    }
+
+    /// Builds a ticket from a channel the store will answer.
+    pub fn new(rx: oneshot::Receiver<Result<(), StoreError>>) -> Self {
+        CommitTicket(rx)
+    }
+
+    /// Waits for durability.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(StoreError("store writer stopped".into())))
+    }
+}
+
+/// The durable state seam (embedded SQLite now, Redis in cluster mode).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Enqueues writes; writes become durable in submission order. Synchronous so that
+    /// callers holding a per-user lock fix the order of that user's writes.
+    fn submit(&self, ops: Vec<WriteOp>) -> CommitTicket;
+
+    /// Loads a user, `None` when nothing is stored.
+    async fn load_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// A user's retained events at or after `since`, oldest first.
+    async fn events(&self, user: &str, since: Millis) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Loads a session with its outbox.
+    async fn load_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Loads a delivery's ownership record.
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Waits until everything submitted so far is durable.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.submit(Vec::new()).wait().await
+    }
+}

@@ -1,0 +1,574 @@
+//! The embedded store: SQLite (bundled) in WAL mode. One writer thread applies submitted
+//! writes in order and commits them in groups (one transaction, one fsync, for everything
+//! queued while the previous commit ran); readers use their own connections, which WAL
+//! lets run beside the writer. Why SQLite over redb: docs/architecture.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Aggregate, CommitTicket, DeliveryRecord, OutboxRecord, SessionRecord, Store, StoreError,
+    StoredEvent, UserRecord, WriteOp,
+};
+use crate::clock::Millis;
+use crate::metrics::Metrics;
+
+/// Most writes applied in one transaction.
+const MAX_GROUP_OPS: usize = 8192;
+
+struct Job {
+    ops: Vec<WriteOp>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    tx: mpsc::UnboundedSender<Job>,
+    path: PathBuf,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, attributes TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aggregates (user TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (user, event)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (user TEXT NOT NULL, at INTEGER NOT NULL, name TEXT NOT NULL, props TEXT NOT NULL, cid TEXT);
+CREATE INDEX IF NOT EXISTS events_user_at ON events (user, at);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS dedup (user TEXT NOT NULL, cid TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user, cid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_at ON dedup (at);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, user TEXT NOT NULL, started_at INTEGER NOT NULL, seq INTEGER NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at);
+CREATE TABLE IF NOT EXISTS outbox (session TEXT NOT NULL, seq INTEGER NOT NULL, delivery TEXT NOT NULL, frame TEXT NOT NULL, PRIMARY KEY (session, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, user TEXT NOT NULL, campaign TEXT NOT NULL, variant TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS engagement (delivery TEXT NOT NULL, action TEXT NOT NULL, button TEXT NOT NULL, user TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (delivery, action, button)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS definitions (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
+";
+
+fn open(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
+        .map_err(err)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating) the store in `dir` and starts its writer thread.
+    pub fn open(dir: &Path, fsync: bool, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("beckon.sqlite3");
+        let mut conn = open(&path, fsync)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        // The thread ends when the store (the last sender) is dropped.
+        std::thread::Builder::new()
+            .name("beckon-store-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut group = vec![first];
+                    let mut n = group[0].ops.len();
+                    while n < MAX_GROUP_OPS {
+                        match rx.try_recv() {
+                            Ok(job) => {
+                                n += job.ops.len();
+                                group.push(job);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let started = Instant::now();
+                    let result = commit_group(&mut conn, &group);
+                    metrics
+                        .store_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics.store_commit_ops.observe(n as f64);
+                    match result {
+                        Ok(()) => {
+                            for job in group {
+                                let _ = job.done.send(Ok(()));
+                            }
+                        }
+                        // One bad write must not fail its neighbours: retry each alone.
+                        Err(_) => {
+                            for job in group {
+                                let r = commit_group(&mut conn, std::slice::from_ref(&job));
+                                if let Err(e) = &r {
+                                    tracing::error!(error = %e, "store write failed");
+                                    metrics.store_errors.inc();
+                                }
+                                let _ = job.done.send(r);
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(err)?;
+        Ok(SqliteStore {
+            tx,
+            path,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Runs `f` on a pooled read connection off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.lock().pop() {
+                Some(c) => c,
+                None => open(&path, false)?,
+            };
+            let r = f(&conn);
+            let mut pool = readers.lock();
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(err)?
+    }
+}
+
+fn commit_group(conn: &mut Connection, group: &[Job]) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(err)?;
+    for job in group {
+        for op in &job.ops {
+            apply(&tx, op).map_err(err)?;
+        }
+    }
+    tx.commit().map_err(err)
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Attributes {
+            user,
+            attributes,
+            at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO users (id, attributes, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
+            )?
+            .execute(params![user, Value::Object(attributes.clone()).to_string(), at])?;
+        }
+        WriteOp::Aggregate {
+            user,
+            event,
+            aggregate,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO aggregates (user, event, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user, event) DO UPDATE SET data = excluded.data",
+            )?
+            .execute(params![
+                user,
+                event,
+                serde_json::to_string(aggregate).unwrap_or_default()
+            ])?;
+        }
+        WriteOp::Event {
+            user,
+            at,
+            name,
+            properties,
+            id,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO events (user, at, name, props, cid) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                user,
+                at,
+                name,
+                Value::Object(properties.clone()).to_string(),
+                id
+            ])?;
+        }
+        WriteOp::Dedup { user, id, at } => {
+            tx.prepare_cached("INSERT OR REPLACE INTO dedup (user, cid, at) VALUES (?1, ?2, ?3)")?
+                .execute(params![user, id, at])?;
+        }
+        WriteOp::Session {
+            id,
+            user,
+            started_at,
+            updated_at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, user, started_at, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
+            )?
+            .execute(params![id, user, started_at, updated_at])?;
+        }
+        WriteOp::Outbox { session, entry } => {
+            tx.prepare_cached("INSERT OR REPLACE INTO outbox (session, seq, delivery, frame) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![session, entry.seq as i64, entry.delivery, entry.frame])?;
+            tx.prepare_cached("UPDATE sessions SET seq = max(seq, ?2) WHERE id = ?1")?
+                .execute(params![session, entry.seq as i64])?;
+        }
+        WriteOp::Ack { session, upto } => {
+            tx.prepare_cached("DELETE FROM outbox WHERE session = ?1 AND seq <= ?2")?
+                .execute(params![session, *upto as i64])?;
+            tx.prepare_cached("UPDATE sessions SET acked = max(acked, ?2) WHERE id = ?1")?
+                .execute(params![session, *upto as i64])?;
+        }
+        WriteOp::DeleteSession { id } => {
+            tx.prepare_cached("DELETE FROM outbox WHERE session = ?1")?
+                .execute(params![id])?;
+            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                .execute(params![id])?;
+        }
+        WriteOp::Delivery(d) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO deliveries (id, user, campaign, variant, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![d.id, d.user, d.campaign, d.variant, d.created_at, d.expires_at])?;
+        }
+        WriteOp::Engagement {
+            delivery,
+            user,
+            action,
+            button,
+            at,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO engagement (delivery, action, button, user, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![delivery, action, button, user, at])?;
+        }
+        WriteOp::Prune {
+            history_before,
+            history_max_events,
+            dedup_before,
+            sessions_before,
+        } => {
+            tx.execute("DELETE FROM events WHERE at < ?1", params![history_before])?;
+            tx.execute(
+                "DELETE FROM events WHERE rowid IN (
+                   SELECT rowid FROM (
+                     SELECT rowid, ROW_NUMBER() OVER (PARTITION BY user ORDER BY at DESC, rowid DESC) AS n
+                     FROM events WHERE user IN (SELECT user FROM events GROUP BY user HAVING COUNT(*) > ?1)
+                   ) WHERE n > ?1)",
+                params![*history_max_events as i64],
+            )?;
+            tx.execute("DELETE FROM dedup WHERE at < ?1", params![dedup_before])?;
+            tx.execute(
+                "DELETE FROM outbox WHERE session IN (SELECT id FROM sessions WHERE updated_at < ?1)",
+                params![sessions_before],
+            )?;
+            tx.execute(
+                "DELETE FROM sessions WHERE updated_at < ?1",
+                params![sessions_before],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn json_map(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn submit(&self, ops: Vec<WriteOp>) -> CommitTicket {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Job { ops, done }).is_err() {
+            return CommitTicket::ready(Err(StoreError("store is closed".into())));
+        }
+        CommitTicket::new(rx)
+    }
+
+    async fn load_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        let user = user.to_string();
+        self.read(move |c| {
+            let attributes: Option<String> = c
+                .prepare_cached("SELECT attributes FROM users WHERE id = ?1")
+                .and_then(|mut s| s.query_row(params![user], |r| r.get(0)).optional())
+                .map_err(err)?;
+            let mut rec = UserRecord {
+                attributes: attributes.as_deref().map(json_map).unwrap_or_default(),
+                ..UserRecord::default()
+            };
+            let mut stmt = c
+                .prepare_cached("SELECT event, data FROM aggregates WHERE user = ?1")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![user], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(err)?;
+            for row in rows {
+                let (event, data) = row.map_err(err)?;
+                let agg: Aggregate = serde_json::from_str(&data).map_err(err)?;
+                rec.aggregates.push((event, agg));
+            }
+            let mut stmt = c
+                .prepare_cached("SELECT cid, at FROM dedup WHERE user = ?1 ORDER BY at")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![user], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(err)?;
+            for row in rows {
+                rec.dedup.push(row.map_err(err)?);
+            }
+            let exists = attributes.is_some() || !rec.aggregates.is_empty();
+            Ok(exists.then_some(rec))
+        })
+        .await
+    }
+
+    async fn events(&self, user: &str, since: Millis) -> Result<Vec<StoredEvent>, StoreError> {
+        let user = user.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT at, name, props FROM events WHERE user = ?1 AND at >= ?2 ORDER BY at, rowid")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![user, since], |r| {
+                    Ok(StoredEvent {
+                        at: r.get(0)?,
+                        name: r.get(1)?,
+                        properties: json_map(&r.get::<_, String>(2)?),
+                    })
+                })
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn load_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT user, started_at, seq, acked, updated_at FROM sessions WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![id], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get(4)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(err)?;
+            let Some((user, started_at, seq, acked, updated_at)) = row else {
+                return Ok(None);
+            };
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, delivery, frame FROM outbox WHERE session = ?1 ORDER BY seq",
+                )
+                .map_err(err)?;
+            let outbox = stmt
+                .query_map(params![id], |r| {
+                    Ok(OutboxRecord {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        delivery: r.get(1)?,
+                        frame: r.get(2)?,
+                    })
+                })
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            Ok(Some(SessionRecord {
+                id,
+                user,
+                started_at,
+                seq: seq as u64,
+                acked: acked as u64,
+                updated_at,
+                outbox,
+            }))
+        })
+        .await
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, user, campaign, variant, created_at, expires_at FROM deliveries WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![id], |r| {
+                        Ok(DeliveryRecord {
+                            id: r.get(0)?,
+                            user: r.get(1)?,
+                            campaign: r.get(2)?,
+                            variant: r.get(3)?,
+                            created_at: r.get(4)?,
+                            expires_at: r.get(5)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(err))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store(dir: &Path) -> SqliteStore {
+        SqliteStore::open(dir, false, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_are_durable_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = store(dir.path());
+            let mut attrs = Map::new();
+            attrs.insert("plan".into(), json!("pro"));
+            s.submit(vec![
+                WriteOp::Attributes {
+                    user: "u".into(),
+                    attributes: attrs,
+                    at: 1,
+                },
+                WriteOp::Aggregate {
+                    user: "u".into(),
+                    event: "e".into(),
+                    aggregate: Aggregate {
+                        count: 2,
+                        first: 1,
+                        last: 5,
+                        days: vec![(0, 2)],
+                    },
+                },
+                WriteOp::Event {
+                    user: "u".into(),
+                    at: 5,
+                    name: "e".into(),
+                    properties: Map::new(),
+                    id: Some("x".into()),
+                },
+                WriteOp::Dedup {
+                    user: "u".into(),
+                    id: "x".into(),
+                    at: 5,
+                },
+            ])
+            .wait()
+            .await
+            .unwrap();
+        }
+        let s = store(dir.path());
+        let u = s.load_user("u").await.unwrap().unwrap();
+        assert_eq!(u.attributes["plan"], "pro");
+        assert_eq!(u.aggregates[0].1.count, 2);
+        assert_eq!(u.dedup, vec![("x".to_string(), 5)]);
+        assert_eq!(s.events("u", 0).await.unwrap().len(), 1);
+        assert!(s.load_user("nobody").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn sessions_keep_unacked_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let entry = |seq| OutboxRecord {
+            seq,
+            delivery: format!("d{seq}"),
+            frame: "{}".into(),
+        };
+        s.submit(vec![
+            WriteOp::Session {
+                id: "s1".into(),
+                user: "u".into(),
+                started_at: 10,
+                updated_at: 10,
+            },
+            WriteOp::Outbox {
+                session: "s1".into(),
+                entry: entry(1),
+            },
+            WriteOp::Outbox {
+                session: "s1".into(),
+                entry: entry(2),
+            },
+            WriteOp::Outbox {
+                session: "s1".into(),
+                entry: entry(3),
+            },
+            WriteOp::Ack {
+                session: "s1".into(),
+                upto: 2,
+            },
+        ])
+        .wait()
+        .await
+        .unwrap();
+        let rec = s.load_session("s1").await.unwrap().unwrap();
+        assert_eq!((rec.seq, rec.acked, rec.started_at), (3, 2, 10));
+        assert_eq!(rec.outbox, vec![entry(3)]);
+    }
+
+    #[tokio::test]
+    async fn prune_caps_history_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let ops = (0..10)
+            .map(|i| WriteOp::Event {
+                user: "u".into(),
+                at: 100 + i,
+                name: "e".into(),
+                properties: Map::new(),
+                id: None,
+            })
+            .collect();
+        s.submit(ops).wait().await.unwrap();
+        s.submit(vec![WriteOp::Prune {
+            history_before: 102,
+            history_max_events: 5,
+            dedup_before: 0,
+            sessions_before: 0,
+        }])
+        .wait()
+        .await
+        .unwrap();
+        let ev = s.events("u", 0).await.unwrap();
+        assert_eq!(
+            ev.iter().map(|e| e.at).collect::<Vec<_>>(),
+            vec![105, 106, 107, 108, 109]
+        );
+    }
+}
