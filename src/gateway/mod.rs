@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
@@ -42,6 +42,7 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
 /// connection (so clients see a clean refusal, not a hang) and the loop backs off.
 pub async fn accept_loop(app: Arc<App>, listener: TcpListener, max_connections: usize) {
     let permits = Arc::new(Semaphore::new(max_connections));
+    let router = crate::http::router(app.clone());
     let mut reserve = std::fs::File::open("/dev/null").ok();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -58,13 +59,13 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener, max_connections: 
                 let _ = stream.set_nodelay(true);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let app2 = app.clone();
-                        app.tracker.spawn(async move {
-                            app2.metrics.connections.inc();
-                            crate::http::serve_connection(app2.clone(), stream).await;
-                            app2.metrics.connections.dec();
-                            drop(permit);
-                        });
+                        let slot = Arc::new(ConnSlot::new(permit, &app));
+                        app.tracker.spawn(crate::http::serve_connection(
+                            app.clone(),
+                            router.clone(),
+                            stream,
+                            slot,
+                        ));
                     }
                     Err(_) => {
                         app.metrics.connections_refused.inc();
@@ -97,8 +98,34 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener, max_connections: 
     }
 }
 
+/// One admitted TCP connection: holds its `max_connections` permit and keeps the
+/// connection gauge right. An upgraded WebSocket carries it into its session task.
+pub struct ConnSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl ConnSlot {
+    fn new(permit: OwnedSemaphorePermit, app: &App) -> Self {
+        app.metrics.connections.inc();
+        ConnSlot {
+            _permit: permit,
+            metrics: app.metrics.clone(),
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.metrics.connections.dec();
+    }
+}
+
 async fn refuse(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read (and discard) the request first, so clients see a response, not a reset.
+    let mut buf = [0u8; 2048];
+    let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
     let body =
         r#"{"error":{"code":"unavailable","message":"connection limit reached; retry later"}}"#;
     let resp = format!(

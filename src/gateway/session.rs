@@ -448,8 +448,7 @@ impl Conn {
                         }
                         Some(Err(WsError::Capacity(_))) => return close(CloseCode::TooBig, "frame over the size limit"),
                         Some(Err(WsError::Utf8)) => {
-                            self.error(ErrorCode::InvalidJson, "text frame is not valid UTF-8", None);
-                            continue;
+                            return close(CloseCode::InvalidPayload, "text frame is not valid UTF-8");
                         }
                         Some(Err(_)) => return End::Gone,
                     };

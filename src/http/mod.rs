@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::app::App;
+use crate::gateway::ConnSlot;
 pub use error::ApiError;
 
 /// The router for every HTTP route.
@@ -45,9 +46,15 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Serves HTTP/1 on one TCP connection (with upgrades), draining on shutdown.
-pub async fn serve_connection(app: Arc<App>, stream: TcpStream) {
-    let service = TowerToHyperService::new(router(app.clone()));
+/// Serves HTTP/1 on one TCP connection (with upgrades), draining on shutdown. Every
+/// request carries the connection's slot, so an upgraded session keeps holding it.
+pub async fn serve_connection(
+    app: Arc<App>,
+    router: Router,
+    stream: TcpStream,
+    slot: Arc<ConnSlot>,
+) {
+    let service = TowerToHyperService::new(router.layer(axum::Extension(slot)));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(10))
@@ -65,7 +72,11 @@ pub async fn serve_connection(app: Arc<App>, stream: TcpStream) {
 
 /// `GET /v1/ws`: the RFC 6455 handshake done by hand so the session runs directly on
 /// tokio-tungstenite with our buffer sizes.
-async fn ws_upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response {
+async fn ws_upgrade(
+    State(app): State<Arc<App>>,
+    slot: Option<axum::Extension<Arc<ConnSlot>>>,
+    mut req: Request,
+) -> Response {
     let headers = req.headers();
     let has = |name: header::HeaderName, want: &str| {
         headers
@@ -97,6 +108,8 @@ async fn ws_upgrade(State(app): State<Arc<App>>, mut req: Request) -> Response {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let app2 = app.clone();
     app.tracker.spawn(async move {
+        // The session holds the connection's slot for as long as it runs.
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => crate::gateway::run_upgraded(app2, upgraded).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),

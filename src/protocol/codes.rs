@@ -48,6 +48,9 @@ pub enum CloseCode {
     Normal,
     /// 1001: the node is draining; reconnect (elsewhere) and resume.
     GoingAway,
+    /// 1007: a text frame that is not valid UTF-8 (RFC 6455 §8.1 requires failing the
+    /// connection; the WebSocket layer cannot resume reading after it).
+    InvalidPayload,
     /// 1009: a frame over the frame-size limit.
     TooBig,
     /// 4000: protocol violation: no, late or invalid hello; heartbeat timeout.
@@ -70,6 +73,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::TooBig => 1009,
             CloseCode::Protocol => 4000,
             CloseCode::Unauthorized => 4001,
@@ -85,6 +89,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "1000",
             CloseCode::GoingAway => "1001",
+            CloseCode::InvalidPayload => "1007",
             CloseCode::TooBig => "1009",
             CloseCode::Protocol => "4000",
             CloseCode::Unauthorized => "4001",

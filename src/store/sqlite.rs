@@ -67,56 +67,55 @@ fn open(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (creating) the store in `dir` and starts its writer thread.
+    /// Opens (creating) the store in `dir` and starts its writer. Call inside a tokio runtime.
     pub fn open(dir: &Path, fsync: bool, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         let path = dir.join("beckon.sqlite3");
         let mut conn = open(&path, fsync)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        // The thread ends when the store (the last sender) is dropped.
-        std::thread::Builder::new()
-            .name("beckon-store-writer".into())
-            .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut group = vec![first];
-                    let mut n = group[0].ops.len();
-                    while n < MAX_GROUP_OPS {
-                        match rx.try_recv() {
-                            Ok(job) => {
-                                n += job.ops.len();
-                                group.push(job);
-                            }
-                            Err(_) => break,
+        // The writer ends when the store (the last sender) is dropped. It runs on tokio's
+        // blocking pool rather than a bare thread so that tests on paused time see
+        // in-flight commits (tokio does not auto-advance while blocking work runs).
+        tokio::task::spawn_blocking(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut group = vec![first];
+                let mut n = group[0].ops.len();
+                while n < MAX_GROUP_OPS {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            n += job.ops.len();
+                            group.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let started = Instant::now();
+                let result = commit_group(&mut conn, &group);
+                metrics
+                    .store_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.store_commit_ops.observe(n as f64);
+                match result {
+                    Ok(()) => {
+                        for job in group {
+                            let _ = job.done.send(Ok(()));
                         }
                     }
-                    let started = Instant::now();
-                    let result = commit_group(&mut conn, &group);
-                    metrics
-                        .store_commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    metrics.store_commit_ops.observe(n as f64);
-                    match result {
-                        Ok(()) => {
-                            for job in group {
-                                let _ = job.done.send(Ok(()));
+                    // One bad write must not fail its neighbours: retry each alone.
+                    Err(_) => {
+                        for job in group {
+                            let r = commit_group(&mut conn, std::slice::from_ref(&job));
+                            if let Err(e) = &r {
+                                tracing::error!(error = %e, "store write failed");
+                                metrics.store_errors.inc();
                             }
-                        }
-                        // One bad write must not fail its neighbours: retry each alone.
-                        Err(_) => {
-                            for job in group {
-                                let r = commit_group(&mut conn, std::slice::from_ref(&job));
-                                if let Err(e) = &r {
-                                    tracing::error!(error = %e, "store write failed");
-                                    metrics.store_errors.inc();
-                                }
-                                let _ = job.done.send(r);
-                            }
+                            let _ = job.done.send(r);
                         }
                     }
                 }
-            })
-            .map_err(err)?;
+            }
+        });
         Ok(SqliteStore {
             tx,
             path,
