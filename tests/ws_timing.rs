@@ -1,0 +1,113 @@
+//! Time-driven behaviour on paused tokio time: hello timeout, heartbeat, token expiry
+//! and refresh, resume window expiry. No real sleeps: time is advanced explicitly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(start_paused = true)]
+async fn no_hello_within_the_timeout_closes_4000() {
+    let srv = start().await;
+    let mut ws = srv.connect().await;
+    settle().await;
+    advance(Duration::from_millis(9_900)).await;
+    // Still open just before the deadline: a late hello would still be accepted.
+    let mut ws2 = srv.connect().await;
+    settle().await;
+    advance(Duration::from_millis(200)).await;
+    assert_eq!(expect_close(&mut ws).await, Some(4000));
+    send(&mut ws2, json!({"type":"hello","token":srv.token("u", 600)})).await;
+    assert_eq!(recv(&mut ws2).await["type"], "welcome");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_is_closed_after_two_heartbeats() {
+    let srv = start_with(|c| c.session.heartbeat = Duration::from_secs(10)).await;
+    let (mut ws, welcome) = srv.hello("u_hb").await;
+    assert_eq!(welcome["heartbeat_ms"], 10_000);
+    // We do not read, so the client's WebSocket never answers the server's pings.
+    advance(Duration::from_secs(19)).await;
+    assert_eq!(srv.app().registry.live_count("u_hb"), 1, "still open before two intervals");
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(expect_close(&mut ws).await, Some(4000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn responsive_peer_stays_open_across_many_heartbeats() {
+    let srv = start_with(|c| c.session.heartbeat = Duration::from_secs(10)).await;
+    let (mut ws, _) = srv.hello("u_alive").await;
+    for i in 0..10 {
+        advance(Duration::from_secs(10)).await;
+        // Reading lets the client answer the ping; the activity keeps the session busy.
+        send(&mut ws, json!({"type":"activity","id":format!("a{i}")})).await;
+        assert_eq!(recv(&mut ws).await["type"], "ok");
+    }
+    assert_eq!(srv.app().registry.live_count("u_alive"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_expiry_closes_4002_with_5s_leeway() {
+    let srv = start().await;
+    let (mut ws, _) = srv.hello_frame(json!({"type":"hello","token":srv.token("u_exp", 30)})).await;
+    advance(Duration::from_secs(34)).await;
+    assert_eq!(srv.app().registry.live_count("u_exp"), 1, "open inside the leeway");
+    advance(Duration::from_secs(3)).await;
+    assert_eq!(expect_close(&mut ws).await, Some(4002));
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_before_exp_keeps_the_session() {
+    // A long heartbeat so only the token can end this quiet session.
+    let srv = start_with(|c| c.session.heartbeat = Duration::from_secs(3600)).await;
+    let (mut ws, _) = srv.hello_frame(json!({"type":"hello","token":srv.token("u_ref", 30)})).await;
+    advance(Duration::from_secs(20)).await;
+    send(&mut ws, json!({"type":"auth","id":"r","token":srv.token("u_ref", 60)})).await;
+    assert_eq!(recv(&mut ws).await, json!({"type":"ok","ids":["r"]}));
+    advance(Duration::from_secs(30)).await;
+    assert_eq!(srv.app().registry.live_count("u_ref"), 1, "the refreshed token is in force");
+    advance(Duration::from_secs(40)).await;
+    assert_eq!(expect_close(&mut ws).await, Some(4002));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_refills_over_time() {
+    let srv = start_with(|c| {
+        c.limits.frames_per_sec = 10.0;
+        c.limits.frames_burst = 10.0;
+    })
+    .await;
+    let (mut ws, _) = srv.hello("u_rl").await;
+    let batch: Vec<_> = (0..11).map(|i| json!({"type":"activity","id":format!("x{i}")})).collect();
+    send(&mut ws, serde_json::Value::Array(batch)).await;
+    let err = recv(&mut ws).await;
+    assert_eq!((err["code"].as_str(), err["id"].as_str()), (Some("rate_limited"), Some("x10")));
+    assert_eq!(recv(&mut ws).await["ids"].as_array().unwrap().len(), 10);
+    advance(Duration::from_secs(1)).await;
+    let batch: Vec<_> = (0..10).map(|i| json!({"type":"activity","id":format!("y{i}")})).collect();
+    send(&mut ws, serde_json::Value::Array(batch)).await;
+    assert_eq!(recv(&mut ws).await["ids"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn detached_session_expires_after_resume_ttl_and_records_session_end() {
+    let srv = start_with(|c| c.session.resume_ttl = Duration::from_secs(60)).await;
+    let (ws, welcome) = srv.hello("u_ttl").await;
+    let session = welcome["session"].as_str().unwrap().to_string();
+    drop(ws);
+    settle().await;
+    advance(Duration::from_secs(30)).await;
+    srv.app().expire_sessions().await;
+    assert!(srv.app().registry.get(&session).is_some(), "resumable inside the window");
+    advance(Duration::from_secs(31)).await;
+    srv.app().expire_sessions().await;
+    assert!(srv.app().registry.get(&session).is_none());
+    let (_, user) = srv.get_user("u_ttl").await;
+    assert_eq!(user["aggregates"]["$session_end"]["count"], 1);
+    let (_ws, w) = srv
+        .hello_frame(json!({"type":"hello","token":srv.token("u_ttl", 60),"resume":{"session":session,"last_seq":0}}))
+        .await;
+    assert_eq!(w["resumed"], false, "an expired session is not resumed");
+}
