@@ -19,7 +19,11 @@ async fn no_hello_within_the_timeout_closes_4000() {
     settle().await;
     advance(Duration::from_millis(200)).await;
     assert_eq!(expect_close(&mut ws).await, Some(4000));
-    send(&mut ws2, json!({"type":"hello","token":srv.token("u", 600)})).await;
+    send(
+        &mut ws2,
+        json!({"type":"hello","token":srv.token("u", 600)}),
+    )
+    .await;
     assert_eq!(recv(&mut ws2).await["type"], "welcome");
 }
 
@@ -30,7 +34,11 @@ async fn silent_peer_is_closed_after_two_heartbeats() {
     assert_eq!(welcome["heartbeat_ms"], 10_000);
     // We do not read, so the client's WebSocket never answers the server's pings.
     advance(Duration::from_secs(19)).await;
-    assert_eq!(srv.app().registry.live_count("u_hb"), 1, "still open before two intervals");
+    assert_eq!(
+        srv.app().registry.live_count("u_hb"),
+        1,
+        "still open before two intervals"
+    );
     advance(Duration::from_secs(2)).await;
     assert_eq!(expect_close(&mut ws).await, Some(4000));
 }
@@ -51,9 +59,15 @@ async fn responsive_peer_stays_open_across_many_heartbeats() {
 #[tokio::test(start_paused = true)]
 async fn token_expiry_closes_4002_with_5s_leeway() {
     let srv = start().await;
-    let (mut ws, _) = srv.hello_frame(json!({"type":"hello","token":srv.token("u_exp", 30)})).await;
+    let (mut ws, _) = srv
+        .hello_frame(json!({"type":"hello","token":srv.token("u_exp", 30)}))
+        .await;
     advance(Duration::from_secs(34)).await;
-    assert_eq!(srv.app().registry.live_count("u_exp"), 1, "open inside the leeway");
+    assert_eq!(
+        srv.app().registry.live_count("u_exp"),
+        1,
+        "open inside the leeway"
+    );
     advance(Duration::from_secs(3)).await;
     assert_eq!(expect_close(&mut ws).await, Some(4002));
 }
@@ -62,12 +76,22 @@ async fn token_expiry_closes_4002_with_5s_leeway() {
 async fn auth_before_exp_keeps_the_session() {
     // A long heartbeat so only the token can end this quiet session.
     let srv = start_with(|c| c.session.heartbeat = Duration::from_secs(3600)).await;
-    let (mut ws, _) = srv.hello_frame(json!({"type":"hello","token":srv.token("u_ref", 30)})).await;
+    let (mut ws, _) = srv
+        .hello_frame(json!({"type":"hello","token":srv.token("u_ref", 30)}))
+        .await;
     advance(Duration::from_secs(20)).await;
-    send(&mut ws, json!({"type":"auth","id":"r","token":srv.token("u_ref", 60)})).await;
+    send(
+        &mut ws,
+        json!({"type":"auth","id":"r","token":srv.token("u_ref", 60)}),
+    )
+    .await;
     assert_eq!(recv(&mut ws).await, json!({"type":"ok","ids":["r"]}));
     advance(Duration::from_secs(30)).await;
-    assert_eq!(srv.app().registry.live_count("u_ref"), 1, "the refreshed token is in force");
+    assert_eq!(
+        srv.app().registry.live_count("u_ref"),
+        1,
+        "the refreshed token is in force"
+    );
     advance(Duration::from_secs(40)).await;
     assert_eq!(expect_close(&mut ws).await, Some(4002));
 }
@@ -80,13 +104,20 @@ async fn rate_limit_refills_over_time() {
     })
     .await;
     let (mut ws, _) = srv.hello("u_rl").await;
-    let batch: Vec<_> = (0..11).map(|i| json!({"type":"activity","id":format!("x{i}")})).collect();
+    let batch: Vec<_> = (0..11)
+        .map(|i| json!({"type":"activity","id":format!("x{i}")}))
+        .collect();
     send(&mut ws, serde_json::Value::Array(batch)).await;
     let err = recv(&mut ws).await;
-    assert_eq!((err["code"].as_str(), err["id"].as_str()), (Some("rate_limited"), Some("x10")));
+    assert_eq!(
+        (err["code"].as_str(), err["id"].as_str()),
+        (Some("rate_limited"), Some("x10"))
+    );
     assert_eq!(recv(&mut ws).await["ids"].as_array().unwrap().len(), 10);
     advance(Duration::from_secs(1)).await;
-    let batch: Vec<_> = (0..10).map(|i| json!({"type":"activity","id":format!("y{i}")})).collect();
+    let batch: Vec<_> = (0..10)
+        .map(|i| json!({"type":"activity","id":format!("y{i}")}))
+        .collect();
     send(&mut ws, serde_json::Value::Array(batch)).await;
     assert_eq!(recv(&mut ws).await["ids"].as_array().unwrap().len(), 10);
 }
@@ -100,7 +131,10 @@ async fn detached_session_expires_after_resume_ttl_and_records_session_end() {
     settle().await;
     advance(Duration::from_secs(30)).await;
     srv.app().expire_sessions().await;
-    assert!(srv.app().registry.get(&session).is_some(), "resumable inside the window");
+    assert!(
+        srv.app().registry.get(&session).is_some(),
+        "resumable inside the window"
+    );
     advance(Duration::from_secs(31)).await;
     srv.app().expire_sessions().await;
     assert!(srv.app().registry.get(&session).is_none());

@@ -76,13 +76,17 @@ pub async fn accept_loop(app: Arc<App>, listener: TcpListener, max_connections: 
             Err(e) if is_fd_exhaustion(&e) => {
                 app.metrics.accept_errors.inc();
                 tracing::warn!(error = %e, "out of file descriptors; refusing connections");
-                // Free one descriptor, take the pending connection and close it at once.
+                // Free one descriptor and use it to accept-and-close what is waiting, so
+                // those clients see a prompt close instead of hanging in the backlog.
                 drop(reserve.take());
-                if let Ok(Ok((stream, _))) =
-                    tokio::time::timeout(Duration::from_millis(1), listener.accept()).await
-                {
-                    app.metrics.connections_refused.inc();
-                    drop(stream);
+                for _ in 0..1024 {
+                    match tokio::time::timeout(Duration::from_millis(1), listener.accept()).await {
+                        Ok(Ok((stream, _))) => {
+                            app.metrics.connections_refused.inc();
+                            drop(stream);
+                        }
+                        _ => break,
+                    }
                 }
                 reserve = std::fs::File::open("/dev/null").ok();
                 tokio::time::sleep(backoff).await;
