@@ -69,7 +69,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BECKON_CLIENT_WRITABLE", value_delimiter = ',')]
     client_writable: Vec<String>,
     /// Dev mode: fixed, loudly printed dev secrets
-    #[arg(long, env = "BECKON_DEV")]
+    #[arg(long, env = "BECKON_DEV", value_parser = clap::builder::BoolishValueParser::new())]
     dev: bool,
     /// Log format: text or json
     #[arg(long, env = "BECKON_LOG_FORMAT")]
@@ -95,7 +95,7 @@ struct TokenArgs {
     #[arg(long, env = "BECKON_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// Use the dev secret
-    #[arg(long, env = "BECKON_DEV")]
+    #[arg(long, env = "BECKON_DEV", value_parser = clap::builder::BoolishValueParser::new())]
     dev: bool,
 }
 

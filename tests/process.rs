@@ -225,9 +225,8 @@ async fn at_the_open_file_limit_it_refuses_cleanly_without_spinning_and_recovers
     let mut closed = 0;
     for s in held.iter_mut().rev().take(50) {
         let mut b = [0u8; 1];
-        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut b))
-            .await
-            .map(|r| r.map(|n| n))
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await
         {
             closed += 1;
         }

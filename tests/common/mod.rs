@@ -26,9 +26,11 @@ pub struct TestServer {
 }
 
 pub fn base_config(dir: &std::path::Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.data_dir = dir.to_path_buf();
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     cfg.jwt.secret = Some(SECRET.into());
     cfg.admin_token = Some(ADMIN.into());
     cfg.write_keys = vec![WRITE_KEY.into()];

@@ -1,0 +1,205 @@
+//! The floor: a bare tokio-tungstenite WebSocket server that speaks Beckon's framing
+//! (contract §2) with none of Beckon's logic, so the load generator can measure the same
+//! load against it and report the gateway as a ratio to what the stack itself costs.
+//!
+//! It answers `hello` with `welcome` (echoing a `resume.session` back as resumed),
+//! answers each `track`/`page`/`identify` carrying an `id` with `{"type":"ok","ids":[id]}`,
+//! and, when the event is the configured trigger name, also sends a `message` frame so
+//! event→message latency has a floor too. It stores nothing, verifies a JWT only when
+//! given a secret, and pings every `--heartbeat-ms` like the gateway.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Bare tokio-tungstenite server with Beckon's framing (the load-test floor)")]
+struct Args {
+    /// Listen address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: SocketAddr,
+    /// WebSocket read buffer per session, bytes (the gateway's default is 1024).
+    #[arg(long, default_value_t = 1024)]
+    read_buffer: usize,
+    /// WebSocket write buffer per session, bytes (the gateway's default is 0).
+    #[arg(long, default_value_t = 0)]
+    write_buffer: usize,
+    /// Ping interval in ms (0 = never), like the gateway's heartbeat.
+    #[arg(long, default_value_t = 25_000)]
+    heartbeat_ms: u64,
+    /// Verify the hello's HS256 token with this secret (off by default: no Beckon logic).
+    #[arg(long)]
+    jwt_secret: Option<String>,
+    /// A `track` of this event also gets a `message` frame.
+    #[arg(long, default_value = "lt_trigger")]
+    trigger_event: String,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    resume: Option<Resume>,
+}
+
+#[derive(Deserialize)]
+struct Resume {
+    session: String,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+struct Shared {
+    args: Args,
+    key: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
+    next_session: AtomicU64,
+    next_delivery: AtomicU64,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    if !args.listen.ip().is_loopback() {
+        eprintln!("refusing non-loopback listen address {}", args.listen);
+        std::process::exit(2);
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        rt.worker_threads(args.threads);
+    }
+    rt.enable_all().build()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
+    let key = args.jwt_secret.as_ref().map(|s| {
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        (jsonwebtoken::DecodingKey::from_secret(s.as_bytes()), v)
+    });
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(args.listen)?;
+    // Same backlog as a tokio TcpListener::bind (what the gateway uses).
+    let listener: TcpListener = socket.listen(1024)?;
+    eprintln!("echo-floor listening on {}", args.listen);
+    let shared = Arc::new(Shared {
+        args,
+        key,
+        next_session: AtomicU64::new(1),
+        next_delivery: AtomicU64::new(1),
+    });
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(session(shared.clone(), stream));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn session(shared: Arc<Shared>, stream: TcpStream) {
+    let mut cfg = WebSocketConfig::default();
+    cfg.read_buffer_size = shared.args.read_buffer;
+    cfg.write_buffer_size = shared.args.write_buffer;
+    cfg.max_write_buffer_size = 256 * 1024 + shared.args.write_buffer + 1;
+    cfg.max_message_size = Some(64 * 1024);
+    cfg.max_frame_size = Some(64 * 1024);
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await else {
+        return;
+    };
+    // Handshake: the first text frame must be hello.
+    let hello = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        _ => return,
+    };
+    let Ok(f) = serde_json::from_str::<Frame>(&hello) else {
+        return;
+    };
+    if f.kind != "hello" {
+        return;
+    }
+    let token = f.token.unwrap_or_default();
+    let user = match &shared.key {
+        Some((k, v)) => match jsonwebtoken::decode::<Claims>(&token, k, v) {
+            Ok(d) => d.claims.sub,
+            Err(_) => return,
+        },
+        None => "u".to_string(),
+    };
+    let (sid, resumed) = match f.resume {
+        Some(r) => (r.session, true),
+        None => (
+            format!("s_{}", shared.next_session.fetch_add(1, Ordering::Relaxed)),
+            false,
+        ),
+    };
+    let welcome = serde_json::json!({
+        "type": "welcome", "session": sid, "user": user, "resumed": resumed,
+        "heartbeat_ms": shared.args.heartbeat_ms, "server_time": "1970-01-01T00:00:00Z"
+    })
+    .to_string();
+    if ws.send(Message::Text(welcome.into())).await.is_err() {
+        return;
+    }
+    let hb = Duration::from_millis(if shared.args.heartbeat_ms == 0 {
+        u64::MAX / 4
+    } else {
+        shared.args.heartbeat_ms
+    });
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                let Ok(f) = serde_json::from_str::<Frame>(&text) else { continue };
+                let Some(id) = f.id else { continue };
+                let ok = format!("{{\"type\":\"ok\",\"ids\":[{}]}}", serde_json::Value::String(id));
+                if ws.feed(Message::Text(ok.into())).await.is_err() { return; }
+                if f.kind == "track" && f.event.as_deref() == Some(shared.args.trigger_event.as_str()) {
+                    seq += 1;
+                    let d = shared.next_delivery.fetch_add(1, Ordering::Relaxed);
+                    let m = format!(
+                        "{{\"type\":\"message\",\"seq\":{seq},\"delivery\":\"d_{d}\",\"campaign\":\"floor\",\"variant\":\"a\",\"message\":{{\"kind\":\"banner\",\"body\":\"floor\"}},\"expires_at\":\"2100-01-01T00:00:00Z\"}}"
+                    );
+                    if ws.feed(Message::Text(m.into())).await.is_err() { return; }
+                }
+                if ws.flush().await.is_err() { return; }
+            }
+            _ = heartbeat.tick() => {
+                if ws.send(Message::Ping(Default::default())).await.is_err() { return; }
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, in order:
+#   1. Rust: formatting, clippy (warnings are errors), unit + integration + process tests
+#   2. client-js: typecheck + unit tests, build (with the size budget)
+#   3. client-js under Node against a real `beckon` process
+#   4. client-js in real headless Chromium against a real `beckon` process
+#   5. the load-test harness smoke (when present)
+# Needs: cargo, node + npm, /usr/bin/chromium (see README "Running the tests").
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+echo "== rust: fmt, clippy, tests"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+cargo build --bin beckon
+
+echo "== client-js: unit tests and build"
+cd "$root/client-js"
+npm ci --no-audit --no-fund --loglevel=error
+npm test
+npm run build
+
+echo "== client-js against a real gateway (Node, then Chromium)"
+data=$(mktemp -d)
+"$root/target/debug/beckon" serve --dev --listen 127.0.0.1:0 --data-dir "$data/store" --log-format json 2>"$data/log" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(grep -o '"addr":"[^"]*"' "$data/log" 2>/dev/null | head -1 | cut -d'"' -f4 || true)
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "beckon did not start:"; cat "$data/log"; exit 1; }
+export BECKON_URL="http://$addr" BECKON_BIN="$root/target/debug/beckon"
+# Campaign tests (BECKON_ADMIN_TOKEN) join once the campaign engine is in.
+npm run test:node
+npm run test:e2e
+
+if [ -x "$root/load-tests/smoke.sh" ]; then
+  echo "== load-test harness smoke"
+  "$root/load-tests/smoke.sh"
+fi
+echo "== all tests passed"
