@@ -149,6 +149,10 @@ struct RunArgs {
     /// User ids are PREFIX + session index (default: lt<pid>-).
     #[arg(long)]
     user_prefix: Option<String>,
+    /// Exit non-zero when any session failed to connect or come back, or an event went
+    /// unanswered (used on the floor by the smoke test: checks the harness itself).
+    #[arg(long)]
+    strict: bool,
 }
 
 /// One reported number.
@@ -390,6 +394,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     figures.push(fig("connect+handshake p50", conn.p50_ms, "ms", "lower"));
     figures.push(fig("connect+handshake p99", conn.p99_ms, "ms", "lower"));
+    figures.push(fig("connect+handshake max", conn.max_ms, "ms", "lower"));
     if let (Some(b), Some(a)) = (before, connected_at) {
         figures.push(fig(
             "target CPU during connect",
@@ -420,6 +425,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if connected == 0 {
         bail!("no session connected");
+    }
+    if args.strict {
+        let bad: Vec<&Figure> = figures
+            .iter()
+            .filter(|f| {
+                matches!(f.name.as_str(), "connect failures" | "storm: failed" | "storm: not resumed (new session)")
+                    && f.value > 0.0
+            })
+            .collect();
+        if !bad.is_empty() || detail.get("steps").is_some_and(|s| s.as_array().is_some_and(|a| a.iter().any(|x| x["missing"].as_u64() != Some(0)))) {
+            bail!("strict: failures in a run that should have none: {bad:?}");
+        }
     }
     Ok(())
 }
@@ -593,6 +610,7 @@ fn print_table(args: &RunArgs, figures: &[Figure]) {
     for f in figures {
         println!("{:<40} {:>14.3}  {}", f.name, f.value, f.unit);
     }
+    println!();
 }
 
 fn compare(gateway: &PathBuf, floor: &PathBuf) -> anyhow::Result<()> {

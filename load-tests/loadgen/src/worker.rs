@@ -242,13 +242,11 @@ async fn run(cfg: WorkerCfg) -> anyhow::Result<()> {
                 warmup_s,
                 grace_s,
             } => {
-                let alive = ctx.alive.load(Ordering::Relaxed).max(1);
                 let start = Instant::now() + Duration::from_millis(50);
                 let warm_until = start + Duration::from_secs_f64(warmup_s);
                 let send_until = warm_until + Duration::from_secs_f64(duration_s);
                 let report_at = send_until + Duration::from_secs_f64(grace_s);
                 let period = Duration::from_secs_f64(n as f64 / rate.max(0.001));
-                let _ = alive;
                 phase_tx.send_replace(Phase::Events(Arc::new(EventsPhase {
                     start,
                     warm_until,

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Runs one load-test scenario against the echo floor and the Beckon gateway, one after
+# the other on this machine, with the same generator and load, and prints the comparison.
+#
+#   load-tests/run.sh SCENARIO [--quick] [--no-fsync] [--only floor|gateway]
+#
+# SCENARIO is a file name in load-tests/scenarios/ without .env: connect-idle,
+# steady-events, handshake-rate, reconnect-storm. --quick uses the scenario's small
+# sizes (a smoke: does the harness work). --no-fsync runs the gateway with
+# scenarios/no-fsync.toml. Results: load-tests/results/<stamp>-<scenario>[-quick]/
+# {floor,gateway}.json and compare.md; the comparison is also appended to
+# load-tests/results/history.md.
+#
+# Environment: BECKON_LT_NO_BUILD=1 skips the cargo build; BECKON_LT_PORT picks the
+# gateway port (floor = port + 1; default: a random port in 20000-29999).
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+[ $# -ge 1 ] || usage
+scenario="$1"; shift
+quick=0; fsync_cfg=""; only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --no-fsync) fsync_cfg="$here/scenarios/no-fsync.toml" ;;
+    --only) only="$2"; shift ;;
+    -h|--help) usage ;;
+    *) echo "unknown option $1" >&2; usage ;;
+  esac
+  shift
+done
+file="$here/scenarios/$scenario.env"
+[ -f "$file" ] || { echo "no scenario $scenario (see $here/scenarios/)" >&2; exit 2; }
+# shellcheck disable=SC1090
+. "$file"
+if [ "$quick" = 1 ]; then
+  SESSIONS="$QUICK_SESSIONS"; PROCS="$QUICK_PROCS"; ARGS="$QUICK_ARGS"
+fi
+
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+bin="$target_dir/release"
+if [ "${BECKON_LT_NO_BUILD:-0}" != 1 ]; then
+  # One cargo at a time on this machine (another build may share the repository).
+  (cd "$root" && flock /tmp/beckon-cargo.lock cargo build --release --quiet -p beckon-loadgen -p beckon-echo-floor)
+  (cd "$root" && flock /tmp/beckon-cargo.lock cargo build --release --quiet --bin beckon)
+fi
+
+port="${BECKON_LT_PORT:-$((20000 + RANDOM % 10000))}"
+fport=$((port + 1))
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+suffix=""; [ "$quick" = 1 ] && suffix="-quick"; [ -n "$fsync_cfg" ] && suffix="$suffix-nofsync"
+out="$here/results/$stamp-$scenario$suffix"
+mkdir -p "$out"
+data_dir="$(mktemp -d /tmp/beckon-lt-data.XXXXXX)"
+server_pid=""
+
+stop_server() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  server_pid=""
+}
+cleanup() { stop_server; rm -rf "$data_dir"; }
+trap cleanup EXIT
+
+wait_port() { # PORT: wait until something accepts on 127.0.0.1:PORT (10 s)
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    kill -0 "$server_pid" 2>/dev/null || { echo "server exited during start-up" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "nothing listening on 127.0.0.1:$1" >&2; return 1
+}
+
+loadgen() { # MODE URL JSON [extra...]
+  local mode="$1" url="$2" json="$3"; shift 3
+  # shellcheck disable=SC2086
+  "$bin/beckon-loadgen" run --scenario "$SCENARIO" --mode "$mode" --url "$url" \
+    --sessions "$SESSIONS" --procs "$PROCS" --sources "$SOURCES" \
+    --pid "$server_pid" --json "$json" --label "$stamp$suffix" $ARGS "$@"
+}
+
+cmdlog="$out/commands.txt"
+: > "$cmdlog"
+floor_ok=1; gw_ok=1
+
+if [ "$only" != gateway ]; then
+  echo "== floor: beckon-echo-floor on 127.0.0.1:$fport"
+  echo "$bin/beckon-echo-floor --listen 127.0.0.1:$fport" >> "$cmdlog"
+  "$bin/beckon-echo-floor" --listen "127.0.0.1:$fport" 2> "$out/floor.log" &
+  server_pid=$!
+  wait_port "$fport"
+  strict=""; [ "$quick" = 1 ] && strict="--strict"
+  echo "beckon-loadgen run --scenario $SCENARIO --mode echo --url ws://127.0.0.1:$fport/v1/ws --sessions $SESSIONS --procs $PROCS --sources $SOURCES --pid <floor> $ARGS $strict" >> "$cmdlog"
+  loadgen echo "ws://127.0.0.1:$fport/v1/ws" "$out/floor.json" $strict 2>&1 | tee "$out/floor.txt" || floor_ok=0
+  stop_server
+fi
+
+if [ "$only" != floor ]; then
+  echo "== gateway: beckon serve --dev on 127.0.0.1:$port${fsync_cfg:+ (fsync off)}"
+  cfg_args=(); [ -n "$fsync_cfg" ] && cfg_args=(--config "$fsync_cfg")
+  echo "RUST_LOG=warn $bin/beckon serve --dev --listen 127.0.0.1:$port --data-dir $data_dir ${cfg_args[*]:-}" >> "$cmdlog"
+  RUST_LOG="${RUST_LOG:-warn}" "$bin/beckon" serve --dev --listen "127.0.0.1:$port" \
+    --data-dir "$data_dir" "${cfg_args[@]}" > "$out/gateway.log" 2>&1 &
+  server_pid=$!
+  wait_port "$port"
+  echo "beckon-loadgen run --scenario $SCENARIO --mode beckon --url ws://127.0.0.1:$port/v1/ws --sessions $SESSIONS --procs $PROCS --sources $SOURCES --pid <gateway> $ARGS" >> "$cmdlog"
+  loadgen beckon "ws://127.0.0.1:$port/v1/ws" "$out/gateway.json" 2>&1 | tee "$out/gateway.txt" || gw_ok=0
+  stop_server
+fi
+
+if [ -f "$out/gateway.json" ] && [ -f "$out/floor.json" ]; then
+  "$bin/beckon-loadgen" compare "$out/gateway.json" "$out/floor.json" > "$out/compare.md"
+  echo
+  cat "$out/compare.md"
+  {
+    echo
+    echo "### $stamp $scenario$suffix ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores)"
+    echo
+    cat "$out/compare.md"
+  } >> "$here/results/history.md"
+fi
+echo "results in $out"
+[ "$floor_ok" = 1 ] || { echo "the floor run failed" >&2; exit 1; }
+[ "$gw_ok" = 1 ] || { echo "the gateway run failed" >&2; exit 1; }
