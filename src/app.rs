@@ -44,6 +44,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every connection and session task, for draining.
     pub tracker: TaskTracker,
+    /// The campaign engine.
+    pub engine: crate::engine::Engine,
 }
 
 impl App {
@@ -70,7 +72,7 @@ impl App {
     }
 
     /// Ends sessions that were not resumed within `resume_ttl`, recording `$session_end`.
-    pub async fn expire_sessions(&self) {
+    pub async fn expire_sessions(self: &Arc<Self>) {
         let now = self.clock.now_ms();
         let before = now - self.cfg.session.resume_ttl.as_millis() as i64;
         for s in self.registry.expire(before) {
@@ -87,7 +89,7 @@ impl App {
             let del = WriteOp::DeleteSession {
                 id: s.id.to_string(),
             };
-            if let Err(e) = self.profiles.apply(&s.user, vec![m], vec![del]).await {
+            if let Err(e) = crate::engine::ingest(self, &s.user, vec![m], vec![del], None).await {
                 tracing::warn!(error = %e, "recording session end failed");
             }
         }
@@ -117,6 +119,7 @@ pub struct Running {
     pub app: Arc<App>,
     accept: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    timers: JoinHandle<()>,
 }
 
 impl Running {
@@ -127,6 +130,7 @@ impl Running {
         app.shutdown.cancel();
         let _ = self.accept.await;
         let _ = self.maintenance.await;
+        let _ = self.timers.await;
         app.tracker.close();
         if tokio::time::timeout(app.cfg.shutdown_grace, app.tracker.wait())
             .await
@@ -159,12 +163,19 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
         clock.clone(),
     )
     .map_err(anyhow::Error::msg)?;
+    let derive = Arc::new(crate::profile::Derivations {
+        half_life: cfg.activity.half_life.as_millis().max(1) as i64,
+        weights: cfg.activity.weights.clone(),
+        default_weight: cfg.activity.default_weight,
+        ..Default::default()
+    });
     let profiles = Profiles::new(
         store.clone(),
         clock.clone(),
         ProfileConfig {
             client_writable: cfg.client_writable.iter().cloned().collect(),
             store: cfg.store.clone(),
+            derive: derive.clone(),
         },
     );
     let listener = TcpListener::bind(cfg.listen)
@@ -182,7 +193,12 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
         auth,
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        engine: crate::engine::Engine::new(derive),
     });
+    crate::engine::load_definitions(&app)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let timers = crate::engine::start_timers(&app);
     tracing::info!(%addr, max_connections, fd_limit, "beckon listening");
     let accept = tokio::spawn(crate::gateway::accept_loop(
         app.clone(),
@@ -195,6 +211,7 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
         app,
         accept,
         maintenance,
+        timers,
     })
 }
 

@@ -46,6 +46,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Embedded store behaviour.
     pub store: StoreConfig,
+    /// The `$activity` score.
+    pub activity: ActivityConfig,
     /// How long a drain may take on SIGTERM/SIGINT.
     #[serde(with = "serde_str")]
     pub shutdown_grace: Duration,
@@ -66,6 +68,7 @@ impl Default for Config {
             limits: Limits::default(),
             session: SessionConfig::default(),
             store: StoreConfig::default(),
+            activity: ActivityConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -216,6 +219,29 @@ impl Default for StoreConfig {
             history_max_events: 10_000,
             dedup_ttl: Duration::from_secs(7 * 86_400),
             dedup_max_per_user: 2_000,
+        }
+    }
+}
+
+/// The `$activity` score: Σ weight(event) · 2^(−age / half_life) over the user's events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivityConfig {
+    /// Half-life of an event's contribution.
+    #[serde(with = "serde_str")]
+    pub half_life: Duration,
+    /// Weight of events not listed in `weights`.
+    pub default_weight: f64,
+    /// Weight per event name.
+    pub weights: std::collections::HashMap<String, f64>,
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        ActivityConfig {
+            half_life: Duration::from_secs(7 * 86_400),
+            default_weight: 1.0,
+            weights: [("$session_end".to_string(), 0.0)].into(),
         }
     }
 }

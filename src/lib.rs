@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod duration;
+pub mod engine;
 pub mod gateway;
 pub mod http;
 pub mod ids;

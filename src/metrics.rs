@@ -62,6 +62,15 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Sessions closed because their outbox overflowed.
     pub slow_consumers: Counter,
+    /// Campaign decisions by outcome.
+    pub decisions: Family<OutcomeLabel, Counter>,
+}
+
+/// Label set with one `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// Decision outcome.
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -90,6 +99,7 @@ impl Metrics {
             accept_errors: Counter::default(),
             connections_refused: Counter::default(),
             slow_consumers: Counter::default(),
+            decisions: Family::default(),
             registry: Registry::default(),
         };
         registry.register("sessions", "Live WebSocket sessions", m.sessions.clone());
@@ -146,6 +156,11 @@ impl Metrics {
             "slow_consumers",
             "Sessions closed for outbox overflow",
             m.slow_consumers.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Campaign decisions by outcome",
+            m.decisions.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -49,6 +49,16 @@ pub struct SessionCore {
     pub detached_at: Option<Millis>,
     /// Current page path.
     pub page: Option<String>,
+    /// The modal delivery currently shown (at most one per session).
+    pub modal: Option<String>,
+    /// Deliveries per campaign in this session (for `max_per_session`).
+    pub campaign_counts: std::collections::HashMap<String, u64>,
+    /// Session-duration campaigns already fired in this session.
+    pub duration_fired: std::collections::HashSet<String>,
+    /// Inactivity campaigns fired, with the activity instant they fired for.
+    pub inactivity_fired: std::collections::HashMap<String, Millis>,
+    /// When this session's engine timer is due (None: not armed).
+    pub timer_at: Option<Millis>,
 }
 
 /// A session, shared between its connection task and whoever delivers to it.
@@ -233,15 +243,120 @@ impl Registry {
         gone
     }
 
+    /// Users with at least one live session.
+    pub fn live_users(&self) -> Vec<Arc<str>> {
+        self.live.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Every live session (for draining and metrics).
     pub fn all_live(&self) -> Vec<Arc<Session>> {
         self.live.iter().flat_map(|e| e.value().clone()).collect()
     }
 }
 
+/// Assigns the next seq and encodes the `message` frame; the entry waits in the outbox,
+/// unsent, until [`confirm_delivery`]. Returns the seq and the writes that persist it
+/// (commit them, then confirm; or [`abort_delivery`] if the commit fails).
+pub fn prepare_delivery(
+    session: &Session,
+    input: &DeliveryInput,
+    now: Millis,
+) -> (u64, Vec<WriteOp>) {
+    let mut core = session.core.lock();
+    core.seq += 1;
+    let seq = core.seq;
+    let frame = serde_json::to_string(&MessageFrame {
+        kind: "message",
+        seq,
+        delivery: &input.delivery,
+        campaign: &input.campaign,
+        variant: &input.variant,
+        message: &input.message,
+        expires_at: input.expires_at.map(crate::clock::rfc3339),
+    })
+    .unwrap_or_default();
+    let rec = OutboxRecord {
+        seq,
+        delivery: input.delivery.clone(),
+        frame,
+    };
+    let ops = vec![
+        WriteOp::Delivery(crate::store::DeliveryRecord {
+            id: input.delivery.clone(),
+            user: session.user.to_string(),
+            campaign: input.campaign.clone(),
+            variant: input.variant.clone(),
+            created_at: now,
+            expires_at: input.expires_at,
+        }),
+        WriteOp::Outbox {
+            session: session.id.to_string(),
+            entry: rec.clone(),
+        },
+    ];
+    core.outbox.push_back(OutboxEntry {
+        rec,
+        durable: false,
+    });
+    (seq, ops)
+}
+
+/// Marks a prepared delivery durable and wakes the connection. Past `outbox_max`
+/// unacknowledged deliveries the session is kicked as a slow consumer (the deliveries
+/// stay in the outbox for resume). Returns whether it overflowed.
+pub fn confirm_delivery(session: &Session, seq: u64, outbox_max: usize) -> bool {
+    let overflow = {
+        let mut core = session.core.lock();
+        if let Some(e) = core.outbox.iter_mut().find(|e| e.rec.seq == seq) {
+            e.durable = true;
+        }
+        let overflow = core.outbox.len() > outbox_max;
+        if overflow && core.attached.is_some() {
+            core.kick = Some(CloseCode::SlowConsumer);
+        }
+        overflow
+    };
+    session.notify.notify_one();
+    overflow
+}
+
+/// Drops a prepared delivery whose commit failed.
+pub fn abort_delivery(session: &Session, seq: u64) {
+    session.core.lock().outbox.retain(|e| e.rec.seq != seq);
+}
+
+/// Removes a delivery from a session (revoked or expired): drops it from the outbox and
+/// sends `revoke` if the client already has it. Returns the write that forgets it.
+pub fn withdraw_delivery(session: &Session, delivery: &str) -> WriteOp {
+    let sent = {
+        let mut core = session.core.lock();
+        // Still queued and unsent: dropping it is enough. Sent, or already acked (so
+        // no longer in the outbox): the client may show it, so tell it to remove it.
+        let queued = core
+            .outbox
+            .iter()
+            .find(|e| e.rec.delivery == delivery)
+            .map(|e| e.rec.seq);
+        let sent = queued.is_none_or(|seq| seq <= core.sent);
+        core.outbox.retain(|e| e.rec.delivery != delivery);
+        if core.modal.as_deref() == Some(delivery) {
+            core.modal = None;
+        }
+        sent
+    };
+    if sent {
+        session.send_control(&ServerFrame::Revoke {
+            delivery: delivery.to_string(),
+        });
+    }
+    WriteOp::OutboxDelete {
+        session: session.id.to_string(),
+        delivery: delivery.to_string(),
+    }
+}
+
 /// Assigns the next seq, persists the delivery and wakes the connection once durable.
-/// Returns the seq. The outbox bound is enforced: past `outbox_max` the session is
-/// kicked as a slow consumer (the deliveries stay in the outbox for resume).
+/// Returns the seq and whether the outbox overflowed.
 pub async fn deliver(
     store: &dyn Store,
     session: &Session,
@@ -249,56 +364,10 @@ pub async fn deliver(
     outbox_max: usize,
     now: Millis,
 ) -> Result<(u64, bool), StoreError> {
-    let (seq, ticket, overflow) = {
-        let mut core = session.core.lock();
-        core.seq += 1;
-        let seq = core.seq;
-        let frame = serde_json::to_string(&MessageFrame {
-            kind: "message",
-            seq,
-            delivery: &input.delivery,
-            campaign: &input.campaign,
-            variant: &input.variant,
-            message: &input.message,
-            expires_at: input.expires_at.map(crate::clock::rfc3339),
-        })
-        .unwrap_or_default();
-        let rec = OutboxRecord {
-            seq,
-            delivery: input.delivery.clone(),
-            frame,
-        };
-        let ticket = store.submit(vec![
-            WriteOp::Delivery(crate::store::DeliveryRecord {
-                id: input.delivery.clone(),
-                user: session.user.to_string(),
-                campaign: input.campaign.clone(),
-                variant: input.variant.clone(),
-                created_at: now,
-                expires_at: input.expires_at,
-            }),
-            WriteOp::Outbox {
-                session: session.id.to_string(),
-                entry: rec.clone(),
-            },
-        ]);
-        core.outbox.push_back(OutboxEntry {
-            rec,
-            durable: false,
-        });
-        let overflow = core.outbox.len() > outbox_max;
-        (seq, ticket, overflow)
-    };
-    ticket.wait().await?;
-    {
-        let mut core = session.core.lock();
-        if let Some(e) = core.outbox.iter_mut().find(|e| e.rec.seq == seq) {
-            e.durable = true;
-        }
-        if overflow && core.attached.is_some() {
-            core.kick = Some(CloseCode::SlowConsumer);
-        }
+    let (seq, ops) = prepare_delivery(session, input, now);
+    if let Err(e) = store.submit(ops).wait().await {
+        abort_delivery(session, seq);
+        return Err(e);
     }
-    session.notify.notify_one();
-    Ok((seq, overflow))
+    Ok((seq, confirm_delivery(session, seq, outbox_max)))
 }

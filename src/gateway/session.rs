@@ -24,7 +24,7 @@ use crate::auth::AuthError;
 use crate::clock::rfc3339;
 use crate::metrics::TypeLabel;
 use crate::profile::{Mutation, Outcome, UserHandle};
-use crate::protocol::frames::{EngageAction, PageContext};
+use crate::protocol::frames::PageContext;
 use crate::protocol::{decode_text, ClientFrame, CloseCode, Decoded, ErrorCode, ServerFrame};
 use crate::store::WriteOp;
 
@@ -212,6 +212,11 @@ where
             s
         }
     };
+    let gen = app.registry.attach(&session);
+    if let Some(p) = &page {
+        session.core.lock().page = Some(p.path.clone());
+    }
+    session.last_active.store(now, Ordering::Relaxed);
     let mut mutations = Vec::new();
     if !verified.attributes.is_empty() {
         mutations.push(Mutation::Attributes {
@@ -236,21 +241,17 @@ where
         started_at: session.started_at,
         updated_at: now,
     };
-    if let Err(e) = app
-        .profiles
-        .apply(&verified.user, mutations, vec![session_row])
-        .await
+    // Segment entries that happened while away and waiting deliveries go to this session;
+    // they queue behind the welcome.
+    if let Err(e) =
+        crate::engine::session_started(app, &session, mutations, vec![session_row]).await
     {
         tracing::error!(error = %e, "recording session start failed");
+        app.registry.detach(&session, gen, now);
         app.profiles.detach(user);
         return Err(close(CloseCode::GoingAway, "store unavailable; retry"));
     }
 
-    let gen = app.registry.attach(&session);
-    if let Some(p) = &page {
-        session.core.lock().page = Some(p.path.clone());
-    }
-    session.last_active.store(now, Ordering::Relaxed);
     let welcome = ServerFrame::Welcome {
         session: session.id.to_string(),
         user: verified.user.clone(),
@@ -495,9 +496,9 @@ impl Conn {
         };
         let mut mutations: Vec<Mutation> = Vec::new();
         let mut mutation_ids: Vec<Option<String>> = Vec::new();
-        let mut extra: Vec<WriteOp> = Vec::new();
         let mut ok_now: Vec<String> = Vec::new();
-        let mut ok_after_commit: Vec<String> = Vec::new();
+        let mut active = false;
+        let mut page_changed = false;
         for item in items {
             match self.limiter.check() {
                 Verdict::Allow => {}
@@ -555,7 +556,8 @@ impl Conn {
                     });
                 }
                 ClientFrame::Page { id, page } => {
-                    self.touch();
+                    active = true;
+                    page_changed = true;
                     self.session.core.lock().page = Some(page.path.clone());
                     mutation_ids.push(id.clone());
                     mutations.push(page_view(id, page));
@@ -569,7 +571,7 @@ impl Conn {
                     });
                 }
                 ClientFrame::Activity { id } => {
-                    self.touch();
+                    active = true;
                     ok_now.extend(id);
                 }
                 ClientFrame::Ack { id, seq } => match self.ack(seq) {
@@ -582,26 +584,23 @@ impl Conn {
                     action,
                     button,
                 } => {
-                    if !self.owns_delivery(&delivery).await {
+                    let Some(rec) = self.delivery_of(&delivery).await else {
                         self.error(
                             ErrorCode::UnknownDelivery,
                             format!("no delivery `{delivery}` for this user"),
                             id,
                         );
                         continue;
+                    };
+                    match crate::engine::engage(&self.app, &self.session, &rec, action, button)
+                        .await
+                    {
+                        Ok(()) => ok_now.extend(id),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "engagement not durable");
+                            self.error(ErrorCode::Unavailable, "not stored; resend later", id);
+                        }
                     }
-                    extra.push(WriteOp::Engagement {
-                        delivery,
-                        user: self.user_id().to_string(),
-                        action: action.as_str().to_string(),
-                        button: if action == EngageAction::Click {
-                            button.unwrap_or_default()
-                        } else {
-                            String::new()
-                        },
-                        at: self.app.clock.now_ms(),
-                    });
-                    ok_after_commit.extend(id);
                 }
                 ClientFrame::Auth { id, token } => {
                     let v = match self.app.auth.verify(&token) {
@@ -632,16 +631,24 @@ impl Conn {
                 }
             }
         }
-        if !mutations.is_empty() || !extra.is_empty() {
+        if active {
+            // Before evaluating, so inactivity is measured from this frame.
+            self.touch();
+        }
+        if !mutations.is_empty() {
             let n_events = mutations
                 .iter()
                 .filter(|m| matches!(m, Mutation::Event { .. }))
                 .count();
-            match self
-                .app
-                .profiles
-                .apply(self.user_id(), mutations, extra)
-                .await
+            let user = self.session.user.clone();
+            match crate::engine::ingest(
+                &self.app,
+                &user,
+                mutations,
+                Vec::new(),
+                Some(&self.session),
+            )
+            .await
             {
                 Ok(outcomes) => {
                     self.app
@@ -663,15 +670,20 @@ impl Conn {
                             ),
                         }
                     }
-                    ok_now.append(&mut ok_after_commit);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "frame not durable");
-                    for id in mutation_ids.into_iter().flatten().chain(ok_after_commit) {
+                    for id in mutation_ids.into_iter().flatten() {
                         self.error(ErrorCode::Unavailable, "not stored; resend later", Some(id));
                     }
                 }
             }
+        }
+        if active {
+            crate::engine::activity(&self.app, &self.session, page_changed);
+        }
+        if active {
+            crate::engine::activity(&self.app, &self.session, page_changed);
         }
         if !ok_now.is_empty() {
             self.push(&ServerFrame::Ok { ids: ok_now });
@@ -683,26 +695,12 @@ impl Conn {
         None
     }
 
-    /// Whether `delivery` was sent to this user (live outboxes first, then the store).
-    async fn owns_delivery(&self, delivery: &str) -> bool {
-        let in_outbox = |s: &Session| {
-            s.core
-                .lock()
-                .outbox
-                .iter()
-                .any(|e| e.rec.delivery == delivery)
-        };
-        if in_outbox(&self.session)
-            || self
-                .app
-                .registry
-                .live_sessions(self.user_id())
-                .iter()
-                .any(|s| in_outbox(s))
-        {
-            return true;
+    /// The delivery's record, if it was made for this user.
+    async fn delivery_of(&self, delivery: &str) -> Option<crate::store::DeliveryRecord> {
+        match self.app.store.delivery(delivery).await {
+            Ok(Some(d)) if d.user == self.user_id() => Some(d),
+            _ => None,
         }
-        matches!(self.app.store.delivery(delivery).await, Ok(Some(d)) if d.user == self.user_id())
     }
 
     /// Detaches from the session; it stays resumable until `resume_ttl`.

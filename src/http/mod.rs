@@ -3,6 +3,7 @@
 //! upgrade at `/v1/ws`. Handlers validate and translate; state changes go through
 //! `profile::Profiles` like the WebSocket door's.
 
+mod admin;
 pub mod error;
 mod health;
 mod segment;
@@ -35,6 +36,21 @@ pub fn router(app: Arc<App>) -> Router {
             get(users::get_user).patch(users::patch_user),
         )
         .route("/v1/users/{id}/events", post(users::post_events))
+        .route("/v1/users/{id}/explain", get(admin::explain))
+        .route("/v1/segments", get(admin::list_segments))
+        .route(
+            "/v1/segments/{id}",
+            get(admin::get_segment)
+                .put(admin::put_segment)
+                .delete(admin::delete_segment),
+        )
+        .route("/v1/campaigns", get(admin::list_campaigns))
+        .route(
+            "/v1/campaigns/{id}",
+            get(admin::get_campaign)
+                .put(admin::put_campaign)
+                .delete(admin::delete_campaign),
+        )
         .route("/v1/batch", post(segment::batch))
         .route("/v1/track", post(segment::track))
         .route("/v1/identify", post(segment::identify))

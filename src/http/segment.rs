@@ -162,7 +162,7 @@ fn url_path(url: &str) -> Option<String> {
     Some(path.split(['?', '#']).next().unwrap_or("/").to_string())
 }
 
-async fn run(app: &App, calls: Vec<Call>) -> Result<(), ApiError> {
+async fn run(app: &Arc<App>, calls: Vec<Call>) -> Result<(), ApiError> {
     // Consecutive calls for one user are applied together, in order.
     let mut i = 0;
     let calls: Vec<Call> = calls

@@ -33,14 +33,23 @@ async fn user_view(app: &App, id: &str) -> Result<Option<Value>, ApiError> {
     let view = app
         .profiles
         .read(id, |s| {
-            let aggregates: Map<String, Value> = s
-                .aggregates
-                .iter()
-                .map(|(name, a)| {
-                    (name.clone(), json!({"count": a.count, "first_seen": rfc3339(a.first), "last_seen": rfc3339(a.last)}))
-                })
-                .collect();
-            json!({"attributes": s.attributes, "aggregates": aggregates})
+            let mut aggregates = Map::new();
+            let mut engagement = Map::new();
+            for (name, a) in &s.aggregates {
+                let view = json!({"count": a.count, "first_seen": rfc3339(a.first), "last_seen": rfc3339(a.last)});
+                match name.strip_prefix("$engage:").and_then(|r| r.rsplit_once(':')) {
+                    Some((campaign, did)) => {
+                        let e = engagement.entry(campaign.to_string()).or_insert_with(|| json!({}));
+                        e[did] = json!(a.count);
+                    }
+                    None => {
+                        aggregates.insert(name.clone(), view);
+                    }
+                }
+            }
+            let activity = crate::profile::activity_at(s.activity, app.clock.now_ms(), app.engine.derive.half_life);
+            json!({"attributes": s.attributes, "aggregates": aggregates, "segments": s.engine.segments,
+                   "engagement": engagement, "activity": (activity * 100.0).round() / 100.0})
         })
         .await?;
     let sessions: Vec<Value> = app
@@ -60,9 +69,6 @@ async fn user_view(app: &App, id: &str) -> Result<Option<Value>, ApiError> {
         return Ok(None);
     };
     view["id"] = json!(id);
-    // Segment membership and engagement arrive with the campaign engine.
-    view["segments"] = json!([]);
-    view["engagement"] = json!({});
     view["sessions"] = json!(sessions);
     Ok(Some(view))
 }
@@ -229,7 +235,7 @@ pub fn check_event(
 
 /// Applies validated events for one user; returns (accepted ids, duplicate count).
 pub async fn apply_events(
-    app: &App,
+    app: &Arc<App>,
     user: &str,
     events: Vec<ServerEvent>,
     door: &'static str,
@@ -245,7 +251,7 @@ pub async fn apply_events(
             at: e.at,
         })
         .collect();
-    let outcomes = app.profiles.apply(user, muts, vec![]).await?;
+    let outcomes = crate::engine::ingest(app, user, muts, vec![], None).await?;
     let dups = outcomes
         .iter()
         .filter(|o| **o == Outcome::Duplicate)

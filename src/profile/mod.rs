@@ -5,7 +5,10 @@
 
 mod state;
 
-pub use state::{count_within, record, Mutation, Outcome, UserState};
+pub use state::{
+    activity_at, bump_activity, count_within, record, Derivations, Filter, Mutation, Outcome,
+    UserState,
+};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub struct ProfileConfig {
     pub client_writable: HashSet<String>,
     /// Store retention settings.
     pub store: StoreConfig,
+    /// Filters and activity weights derived from every event.
+    pub derive: Arc<Derivations>,
 }
 
 /// The profile service.
@@ -109,24 +114,62 @@ impl Profiles {
     }
 
     async fn load(&self, user: &str) -> Result<UserState, StoreError> {
+        let now = self.clock.now_ms();
         let rec = self.store.load_user(user).await?;
+        let events = match &rec {
+            Some(_) => self.store.events(user, now - self.history_ms()).await?,
+            None => Vec::new(),
+        };
         Ok(UserState::from_record(
             rec,
-            self.clock.now_ms(),
+            &events,
+            now,
             &self.cfg.store,
+            &self.cfg.derive,
         ))
     }
 
-    /// Applies `mutations` (plus `extra` writes committed with them) for `user`, in
-    /// order, and waits until they are durable. Returns one outcome per mutation.
-    pub async fn apply(
+    fn history_ms(&self) -> i64 {
+        self.cfg.store.history_days as i64 * 86_400_000
+    }
+
+    /// Recomputes every loaded user's derived aggregates (after the set of filters
+    /// changed), from their stored history.
+    pub async fn refresh_derived(&self) {
+        for user in self.loaded() {
+            let Some(slot) = self.slots.get(&*user).map(|s| s.value().clone()) else {
+                continue;
+            };
+            let mut guard = slot.state.lock().await;
+            if let Some(state) = guard.as_mut() {
+                let now = self.clock.now_ms();
+                match self.store.events(&user, now - self.history_ms()).await {
+                    Ok(events) => {
+                        state.derive_from(&events, now, &self.cfg.store, &self.cfg.derive)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refreshing derived aggregates failed; reloading later");
+                        guard.take();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Users currently in memory.
+    pub fn loaded(&self) -> Vec<Arc<str>> {
+        self.slots.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Runs `f` on the user's state under the user's lock; the writes it appends are
+    /// committed in order and awaited. The general form of [`Profiles::apply`].
+    pub async fn transact<T>(
         &self,
         user: &str,
-        mutations: Vec<Mutation>,
-        extra: Vec<WriteOp>,
-    ) -> Result<Vec<Outcome>, StoreError> {
+        f: impl FnOnce(&Arc<str>, &mut UserState, &mut Vec<WriteOp>) -> T,
+    ) -> Result<T, StoreError> {
         let (user, slot) = self.slot(user);
-        let (outcomes, ticket) = {
+        let (out, ticket) = {
             let mut guard = slot.state.lock().await;
             if guard.is_none() {
                 match self.load(&user).await {
@@ -140,23 +183,46 @@ impl Profiles {
                 }
             }
             let state = guard.as_mut().expect("loaded above");
-            let now = self.clock.now_ms();
-            let mut ops = extra;
-            let outcomes = mutations
-                .into_iter()
-                .map(|m| state.apply(&user, m, now, &self.cfg, &mut ops))
-                .collect::<Vec<_>>();
+            let mut ops = Vec::new();
+            let out = f(&user, state, &mut ops);
             // Submitting under the user's lock fixes the order of this user's writes.
-            (outcomes, self.store.submit(ops))
+            let ticket = if ops.is_empty() {
+                None
+            } else {
+                Some(self.store.submit(ops))
+            };
+            (out, ticket)
         };
-        let result = ticket.wait().await;
+        let result = match ticket {
+            Some(t) => t.wait().await,
+            None => Ok(()),
+        };
         if result.is_err() {
             // Memory ran ahead of the store: forget it, the next access reloads.
             slot.state.lock().await.take();
         }
         drop(slot);
         self.evict_if_unused(&user);
-        result.map(|()| outcomes)
+        result.map(|()| out)
+    }
+
+    /// Applies `mutations` (plus `extra` writes committed with them) for `user`, in
+    /// order, and waits until they are durable. Returns one outcome per mutation.
+    pub async fn apply(
+        &self,
+        user: &str,
+        mutations: Vec<Mutation>,
+        extra: Vec<WriteOp>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let now = self.clock.now_ms();
+        self.transact(user, |user, state, ops| {
+            ops.extend(extra);
+            mutations
+                .into_iter()
+                .map(|m| state.apply(user, m, now, &self.cfg, ops))
+                .collect()
+        })
+        .await
     }
 
     /// Reads the user's state (loading it if needed); `None` when the user has no data.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::ProfileConfig;
 use crate::clock::Millis;
 use crate::config::StoreConfig;
-use crate::store::{Aggregate, UserRecord, WriteOp};
+use crate::store::{Aggregate, StoredEvent, UserRecord, WriteOp};
 
 const DAY_MS: Millis = 86_400_000;
 
@@ -89,16 +89,31 @@ impl Dedup {
 pub struct UserState {
     /// Attributes.
     pub attributes: Map<String, Value>,
-    /// Aggregates by event name.
+    /// Aggregates by event name (engagement under `$engage:<campaign>:<did>`).
     pub aggregates: HashMap<String, Aggregate>,
+    /// Aggregates of events matching a property filter, by derivation key.
+    pub filtered: HashMap<String, Aggregate>,
+    /// `$activity`: the score as of an instant, `(score, at)`.
+    pub activity: (f64, Millis),
+    /// The campaign engine's per-user state.
+    pub engine: crate::engine::state::EngineState,
     dedup: Dedup,
     exists: bool,
 }
 
 impl UserState {
-    /// Builds the state from a stored record.
-    pub fn from_record(rec: Option<UserRecord>, now: Millis, cfg: &StoreConfig) -> Self {
-        let mut s = UserState::default();
+    /// Builds the state from a stored record and the user's retained events.
+    pub fn from_record(
+        rec: Option<UserRecord>,
+        events: &[StoredEvent],
+        now: Millis,
+        cfg: &StoreConfig,
+        derive: &Derivations,
+    ) -> Self {
+        let mut s = UserState {
+            activity: (0.0, now),
+            ..UserState::default()
+        };
         if let Some(rec) = rec {
             s.exists = true;
             s.attributes = rec.attributes;
@@ -106,8 +121,51 @@ impl UserState {
             for (id, at) in rec.dedup {
                 s.dedup.insert(&id, at, now, cfg);
             }
+            if let Some(e) = rec
+                .engine
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok())
+            {
+                s.engine = e;
+            }
         }
+        s.derive_from(events, now, cfg, derive);
         s
+    }
+
+    /// Recomputes the filtered aggregates and the activity score from history.
+    pub fn derive_from(
+        &mut self,
+        events: &[StoredEvent],
+        now: Millis,
+        cfg: &StoreConfig,
+        derive: &Derivations,
+    ) {
+        self.filtered.clear();
+        self.activity = (0.0, now);
+        let filters = derive.filters.load();
+        for e in events {
+            self.activity = bump_activity(
+                self.activity,
+                e.at.min(now),
+                derive.weight(&e.name),
+                derive.half_life,
+            );
+            for f in filters
+                .iter()
+                .filter(|f| f.event == e.name && f.matches(&e.properties))
+            {
+                record(
+                    self.filtered.entry(f.key.clone()).or_default(),
+                    e.at,
+                    now,
+                    cfg.history_days,
+                );
+            }
+        }
+        for f in filters.iter() {
+            self.filtered.entry(f.key.clone()).or_default();
+        }
     }
 
     /// Whether anything was ever recorded for this user.
@@ -118,6 +176,25 @@ impl UserState {
     /// Whether a client id was already seen.
     pub fn seen(&self, id: &str) -> bool {
         self.dedup.contains(id)
+    }
+
+    /// Counts one engagement (`$engage:<campaign>:<did>` aggregate) and persists it.
+    pub fn count(
+        &mut self,
+        user: &str,
+        name: String,
+        now: Millis,
+        cfg: &ProfileConfig,
+        ops: &mut Vec<WriteOp>,
+    ) {
+        let agg = self.aggregates.entry(name.clone()).or_default();
+        record(agg, now, now, cfg.store.history_days);
+        ops.push(WriteOp::Aggregate {
+            user: user.into(),
+            event: name,
+            aggregate: agg.clone(),
+        });
+        self.exists = true;
     }
 
     /// Applies a mutation, appending the writes that make it durable.
@@ -144,9 +221,24 @@ impl UserState {
                 at,
                 ..
             } => {
-                let at = at.unwrap_or(now);
+                let at = at.unwrap_or(now).min(now);
                 let agg = self.aggregates.entry(name.clone()).or_default();
                 record(agg, at, now, cfg.store.history_days);
+                let d = &cfg.derive;
+                self.activity = bump_activity(self.activity, at, d.weight(&name), d.half_life);
+                for f in d
+                    .filters
+                    .load()
+                    .iter()
+                    .filter(|f| f.event == name && f.matches(&properties))
+                {
+                    record(
+                        self.filtered.entry(f.key.clone()).or_default(),
+                        at,
+                        now,
+                        cfg.store.history_days,
+                    );
+                }
                 ops.push(WriteOp::Aggregate {
                     user: user.into(),
                     event: name.clone(),
@@ -209,6 +301,89 @@ impl UserState {
     }
 }
 
+/// The activity score at `now`: `score · 2^(−(now − at)/half_life)`.
+pub fn activity_at((score, at): (f64, Millis), now: Millis, half_life: Millis) -> f64 {
+    if score == 0.0 || half_life <= 0 {
+        return score;
+    }
+    score * 0.5f64.powf((now - at) as f64 / half_life as f64)
+}
+
+/// Adds an event of weight `w` at `at` to the score, keeping it anchored at the later instant.
+pub fn bump_activity(cur: (f64, Millis), at: Millis, w: f64, half_life: Millis) -> (f64, Millis) {
+    if w == 0.0 {
+        return cur;
+    }
+    if at >= cur.1 {
+        (activity_at(cur, at, half_life) + w, at)
+    } else {
+        (cur.0 + activity_at((w, at), cur.1, half_life), cur.1)
+    }
+}
+
+/// An event property filter whose matching events are aggregated per user.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Derivation key (event + canonical filter).
+    pub key: String,
+    /// Event name.
+    pub event: String,
+    /// Predicate over properties.
+    pub pred: crate::engine::condition::Cond,
+}
+
+impl Filter {
+    /// Whether an event's properties match.
+    pub fn matches(&self, props: &Map<String, Value>) -> bool {
+        let none = HashMap::new();
+        let subject = crate::engine::condition::Subject {
+            attributes: props,
+            aggregates: &none,
+            filtered: &none,
+            activity: (0.0, 0),
+            half_life: 1,
+            now: 0,
+            page: None,
+            props: Some(props),
+        };
+        subject.eval(&self.pred)
+    }
+}
+
+/// What is derived from every event: filtered aggregates and the activity score.
+#[derive(Debug)]
+pub struct Derivations {
+    /// Filters currently used by some definition.
+    pub filters: arc_swap::ArcSwap<Vec<Filter>>,
+    /// Activity half-life, ms.
+    pub half_life: Millis,
+    /// Weight per event name.
+    pub weights: HashMap<String, f64>,
+    /// Weight of other events.
+    pub default_weight: f64,
+}
+
+impl Default for Derivations {
+    fn default() -> Self {
+        Derivations {
+            filters: Default::default(),
+            half_life: 7 * DAY_MS,
+            weights: [("$session_end".to_string(), 0.0)].into(),
+            default_weight: 1.0,
+        }
+    }
+}
+
+impl Derivations {
+    /// The activity weight of an event.
+    pub fn weight(&self, name: &str) -> f64 {
+        self.weights
+            .get(name)
+            .copied()
+            .unwrap_or(self.default_weight)
+    }
+}
+
 /// Counts one occurrence at `at` into an aggregate, keeping day buckets for the window.
 pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, history_days: u32) {
     if agg.count == 0 {
@@ -250,6 +425,7 @@ mod tests {
         ProfileConfig {
             client_writable: ["first_name".to_string()].into(),
             store: StoreConfig::default(),
+            derive: Default::default(),
         }
     }
 

@@ -40,6 +40,8 @@ pub struct UserRecord {
     pub aggregates: Vec<(String, Aggregate)>,
     /// Remembered client ids with the time they were seen.
     pub dedup: Vec<(String, Millis)>,
+    /// The campaign engine's per-user state (JSON), if any.
+    pub engine: Option<String>,
 }
 
 /// One event in a user's retained history.
@@ -188,6 +190,31 @@ pub enum WriteOp {
         /// When.
         at: Millis,
     },
+    /// Replace the engine's per-user state (membership, caps, pending, decisions).
+    EngineState {
+        /// User id.
+        user: String,
+        /// JSON snapshot.
+        data: String,
+    },
+    /// Remove one delivery from a session's outbox (revoked or expired).
+    OutboxDelete {
+        /// Session id.
+        session: String,
+        /// Delivery id.
+        delivery: String,
+    },
+    /// Save a segment or campaign definition.
+    Definition {
+        /// `segment` or `campaign`.
+        kind: String,
+        /// Id.
+        id: String,
+        /// JSON body; `None` deletes.
+        body: Option<String>,
+        /// When.
+        at: Millis,
+    },
     /// Retention: drop history, dedup ids and sessions older than the given instants.
     Prune {
         /// Events before this go.
@@ -246,6 +273,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Every saved definition of a kind, as `(id, JSON body)`.
+    async fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Waits until everything submitted so far is durable.
     async fn flush(&self) -> Result<(), StoreError> {

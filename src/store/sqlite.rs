@@ -52,6 +52,7 @@ CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at);
 CREATE TABLE IF NOT EXISTS outbox (session TEXT NOT NULL, seq INTEGER NOT NULL, delivery TEXT NOT NULL, frame TEXT NOT NULL, PRIMARY KEY (session, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, user TEXT NOT NULL, campaign TEXT NOT NULL, variant TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS engagement (delivery TEXT NOT NULL, action TEXT NOT NULL, button TEXT NOT NULL, user TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (delivery, action, button)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_engine (user TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS definitions (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 ";
 
@@ -255,6 +256,29 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             )?
             .execute(params![delivery, action, button, user, at])?;
         }
+        WriteOp::EngineState { user, data } => {
+            tx.prepare_cached(
+                "INSERT INTO user_engine (user, data) VALUES (?1, ?2) ON CONFLICT (user) DO UPDATE SET data = excluded.data",
+            )?
+            .execute(params![user, data])?;
+        }
+        WriteOp::OutboxDelete { session, delivery } => {
+            tx.prepare_cached("DELETE FROM outbox WHERE session = ?1 AND delivery = ?2")?
+                .execute(params![session, delivery])?;
+        }
+        WriteOp::Definition { kind, id, body, at } => match body {
+            Some(b) => {
+                tx.prepare_cached(
+                    "INSERT INTO definitions (kind, id, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                )?
+                .execute(params![kind, id, b, at])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM definitions WHERE kind = ?1 AND id = ?2")?
+                    .execute(params![kind, id])?;
+            }
+        },
         WriteOp::Prune {
             history_before,
             history_max_events,
@@ -336,7 +360,11 @@ impl Store for SqliteStore {
             for row in rows {
                 rec.dedup.push(row.map_err(err)?);
             }
-            let exists = attributes.is_some() || !rec.aggregates.is_empty();
+            rec.engine = c
+                .prepare_cached("SELECT data FROM user_engine WHERE user = ?1")
+                .and_then(|mut s| s.query_row(params![user], |r| r.get(0)).optional())
+                .map_err(err)?;
+            let exists = attributes.is_some() || !rec.aggregates.is_empty() || rec.engine.is_some();
             Ok(exists.then_some(rec))
         })
         .await
@@ -432,6 +460,20 @@ impl Store for SqliteStore {
                     .optional()
                 })
                 .map_err(err)
+        })
+        .await
+    }
+
+    async fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let kind = kind.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT id, body FROM definitions WHERE kind = ?1 ORDER BY id")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![kind], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
         })
         .await
     }

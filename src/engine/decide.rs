@@ -1,0 +1,752 @@
+//! One engine step for one user, run inside the user's transaction: apply a change,
+//! update segment membership, collect the campaigns it fires, and decide — audience,
+//! caps (with reservations), variant, priority, one modal per session — recording every
+//! decision. Side effects that must wait for durability are collected in [`Effects`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::condition::{engagement_key, Did, Subject};
+use super::definitions::{Audience, Campaign, Trigger};
+use super::ruleset::{Change, Ruleset};
+use super::state::{Decision, Pending, Reservation};
+use super::timers::TimerKey;
+use crate::app::App;
+use crate::clock::Millis;
+use crate::gateway::registry::{self, Session};
+use crate::metrics::OutcomeLabel;
+use crate::profile::{Mutation, Outcome, UserState};
+use crate::protocol::frames::EngageAction;
+use crate::store::{DeliveryRecord, WriteOp};
+
+/// Most impressions remembered per campaign for conversion attribution.
+const MAX_IMPRESSIONS: usize = 20;
+
+/// What to do once the step's writes are durable.
+#[derive(Default)]
+pub struct Effects {
+    user: Option<Arc<str>>,
+    prepared: Vec<(Arc<Session>, u64)>,
+    expiries: Vec<(String, Millis)>,
+    cancel_expiries: Vec<String>,
+    outstanding: Vec<(String, String, bool)>,
+    decisions: Vec<&'static str>,
+    user_timer: Option<Option<Millis>>,
+}
+
+impl Effects {
+    /// Confirms (or aborts) prepared deliveries and applies timers and indexes.
+    pub fn perform(self, app: &Arc<App>, committed: bool) {
+        if !committed {
+            for (s, seq) in self.prepared {
+                registry::abort_delivery(&s, seq);
+            }
+            return;
+        }
+        for (s, seq) in &self.prepared {
+            registry::confirm_delivery(s, *seq, app.cfg.limits.outbox_max);
+        }
+        let Some(user) = self.user else { return };
+        for (campaign, delivery, add) in &self.outstanding {
+            if *add {
+                app.engine.track_outstanding(campaign, delivery, &user);
+            } else {
+                app.engine.untrack_outstanding(campaign, delivery);
+            }
+        }
+        for outcome in &self.decisions {
+            app.metrics
+                .decisions
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc();
+        }
+        if let Some(timers) = app.engine.timers() {
+            for (d, at) in self.expiries {
+                timers.set(
+                    TimerKey::Expiry(user.clone(), Arc::from(d.as_str())),
+                    super::wall_to_instant(app, at),
+                );
+            }
+            for d in self.cancel_expiries {
+                timers.cancel(TimerKey::Expiry(user.clone(), Arc::from(d.as_str())));
+            }
+            match self.user_timer {
+                Some(Some(at)) => timers.set(
+                    TimerKey::User(user.clone()),
+                    super::wall_to_instant(app, at),
+                ),
+                Some(None) => timers.cancel(TimerKey::User(user.clone())),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The context of one engine step.
+pub struct Ctx<'a> {
+    app: &'a Arc<App>,
+    rs: &'a Ruleset,
+    user: &'a Arc<str>,
+    now: Millis,
+    session: Option<Arc<Session>>,
+    fx: &'a mut Effects,
+    dirty: bool,
+}
+
+fn subject<'s>(
+    app: &App,
+    st: &'s UserState,
+    now: Millis,
+    page: Option<&'s str>,
+    props: Option<&'s Map<String, Value>>,
+) -> Subject<'s> {
+    Subject {
+        attributes: &st.attributes,
+        aggregates: &st.aggregates,
+        filtered: &st.filtered,
+        activity: st.activity,
+        half_life: app.engine.derive.half_life,
+        now,
+        page,
+        props,
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// A step for `user` at `now`, caused in `session` (if any).
+    pub fn new(
+        app: &'a Arc<App>,
+        rs: &'a Ruleset,
+        user: &'a Arc<str>,
+        now: Millis,
+        session: Option<Arc<Session>>,
+        fx: &'a mut Effects,
+    ) -> Self {
+        fx.user = Some(user.clone());
+        Ctx {
+            app,
+            rs,
+            user,
+            now,
+            session,
+            fx,
+            dirty: false,
+        }
+    }
+
+    fn record(
+        &mut self,
+        st: &mut UserState,
+        campaign: &str,
+        outcome: &'static str,
+        cause: Option<&str>,
+        detail: Option<String>,
+        variant: Option<&str>,
+        delivery: Option<&str>,
+    ) {
+        tracing::debug!(user = %self.user, campaign, outcome, "decision");
+        st.engine.decide(Decision {
+            at: self.now,
+            campaign: campaign.to_string(),
+            outcome: outcome.to_string(),
+            cause: cause.map(str::to_string),
+            detail,
+            variant: variant.map(str::to_string),
+            delivery: delivery.map(str::to_string),
+        });
+        self.fx.decisions.push(outcome);
+        self.dirty = true;
+    }
+
+    /// Applies one mutation and evaluates what it makes due.
+    pub fn apply_mutation(
+        &mut self,
+        st: &mut UserState,
+        m: Mutation,
+        ops: &mut Vec<WriteOp>,
+    ) -> Outcome {
+        let (change, props) = match &m {
+            Mutation::Event {
+                name, properties, ..
+            } => (Change::Event(name.clone()), Some(properties.clone())),
+            Mutation::Attributes { attributes, .. } => {
+                (Change::Attrs(attributes.keys().cloned().collect()), None)
+            }
+        };
+        let outcome = st.apply(self.user, m, self.now, self.app.profiles.config(), ops);
+        if outcome == Outcome::Applied {
+            self.evaluate(st, change, props.as_ref(), ops);
+        }
+        outcome
+    }
+
+    /// Re-evaluates after `change` with no event at hand.
+    pub fn reevaluate(&mut self, st: &mut UserState, change: Change, ops: &mut Vec<WriteOp>) {
+        self.evaluate(st, change, None, ops);
+    }
+
+    fn update_segments(&mut self, st: &mut UserState, change: &Change) -> Vec<String> {
+        let segs = self.rs.affected_segments(change);
+        if segs.is_empty() {
+            return Vec::new();
+        }
+        let verdicts: Vec<(String, bool)> = {
+            let s = subject(self.app, st, self.now, None, None);
+            segs.iter()
+                .map(|seg| (seg.id.clone(), s.eval(&seg.cond)))
+                .collect()
+        };
+        let mut entered = Vec::new();
+        for (id, inside) in verdicts {
+            if inside {
+                if st.engine.segments.insert(id.clone()) {
+                    entered.push(id);
+                    self.dirty = true;
+                }
+            } else if st.engine.segments.remove(&id) {
+                self.dirty = true;
+            }
+        }
+        entered
+    }
+
+    fn evaluate(
+        &mut self,
+        st: &mut UserState,
+        change: Change,
+        props: Option<&Map<String, Value>>,
+        ops: &mut Vec<WriteOp>,
+    ) {
+        let entered = self.update_segments(st, &change);
+        let mut cands: Vec<(Arc<Campaign>, String)> = Vec::new();
+        for seg in &entered {
+            for c in self.rs.by_segment.get(seg).into_iter().flatten() {
+                cands.push((c.clone(), format!("segment_entry:{seg}")));
+            }
+        }
+        let page = self
+            .target_session()
+            .and_then(|s| s.core.lock().page.clone());
+        if let Change::Event(name) = &change {
+            for c in self.rs.by_event.get(name).into_iter().flatten() {
+                match &c.trigger {
+                    Trigger::Event { filter, .. } => {
+                        let ok = filter.as_ref().is_none_or(|f| {
+                            subject(self.app, st, self.now, page.as_deref(), props).eval(f)
+                        });
+                        if ok {
+                            cands.push((c.clone(), format!("event:{name}")));
+                        }
+                    }
+                    Trigger::GoalCount { count, .. } => {
+                        let n = st.aggregates.get(name).map(|a| a.count).unwrap_or(0);
+                        if n >= *count
+                            && c.live_at(self.now)
+                            && st.engine.goals.insert(c.id.clone())
+                        {
+                            self.dirty = true;
+                            cands.push((c.clone(), format!("goal:{name}")));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for c in self.rs.affected_goals(&change) {
+            if let Trigger::GoalCond { cond, .. } = &c.trigger {
+                if !st.engine.goals.contains(&c.id)
+                    && c.live_at(self.now)
+                    && subject(self.app, st, self.now, None, None).eval(cond)
+                {
+                    st.engine.goals.insert(c.id.clone());
+                    self.dirty = true;
+                    cands.push((c.clone(), "goal:conditions".into()));
+                }
+            }
+        }
+        self.decide(st, cands, ops);
+    }
+
+    /// The session a delivery goes to: the cause's, else the most recently active one.
+    fn target_session(&self) -> Option<Arc<Session>> {
+        match &self.session {
+            Some(s) if s.core.lock().attached.is_some() => Some(s.clone()),
+            _ => self.app.registry.most_recent(self.user),
+        }
+    }
+
+    fn in_audience(&self, st: &UserState, c: &Campaign, page: Option<&str>) -> bool {
+        match &c.audience {
+            Audience::Everyone => true,
+            Audience::Segment(id) => st.engine.segments.contains(id),
+            Audience::Conditions(cond, _) => subject(self.app, st, self.now, page, None).eval(cond),
+        }
+    }
+
+    fn capped(
+        &self,
+        st: &UserState,
+        c: &Campaign,
+        target: Option<&Arc<Session>>,
+    ) -> Option<String> {
+        let cap = st.engine.caps.get(&c.id);
+        if let Some(max) = c.frequency.max_per_user {
+            let used = cap.map(|c| c.used()).unwrap_or(0);
+            if used >= max {
+                return Some(format!("max_per_user: {used} of {max} used"));
+            }
+        }
+        if let (Some(iv), Some(last)) = (
+            c.frequency.min_interval,
+            cap.and_then(|c| c.last_delivery()),
+        ) {
+            if self.now < last + iv {
+                return Some(format!(
+                    "min_interval: next allowed at {}",
+                    crate::clock::rfc3339(last + iv)
+                ));
+            }
+        }
+        if let (Some(max), Some(s)) = (c.frequency.max_per_session, target) {
+            let n = s
+                .core
+                .lock()
+                .campaign_counts
+                .get(&c.id)
+                .copied()
+                .unwrap_or(0);
+            if n >= max {
+                return Some(format!("max_per_session: {n} of {max} in this session"));
+            }
+        }
+        None
+    }
+
+    fn decide(
+        &mut self,
+        st: &mut UserState,
+        mut cands: Vec<(Arc<Campaign>, String)>,
+        ops: &mut Vec<WriteOp>,
+    ) {
+        if cands.is_empty() {
+            return;
+        }
+        cands.sort_by(|a, b| {
+            b.0.priority
+                .cmp(&a.0.priority)
+                .then_with(|| a.0.id.cmp(&b.0.id))
+        });
+        cands.dedup_by(|a, b| a.0.id == b.0.id);
+        let target = self.target_session();
+        let page = target.as_ref().and_then(|s| s.core.lock().page.clone());
+        let mut winner: Option<String> = None;
+        for (c, cause) in cands {
+            let cause = Some(cause.as_str());
+            if !c.live_at(self.now) {
+                self.record(st, &c.id, "outside_schedule", cause, None, None, None);
+                continue;
+            }
+            if let Some(w) = &winner {
+                let detail = Some(format!("`{w}` won on priority"));
+                self.record(st, &c.id, "lost_to_priority", cause, detail, None, None);
+                continue;
+            }
+            if !self.in_audience(st, &c, page.as_deref()) {
+                self.record(st, &c.id, "not_in_audience", cause, None, None, None);
+                continue;
+            }
+            if let Some(which) = self.capped(st, &c, target.as_ref()) {
+                self.record(st, &c.id, "capped", cause, Some(which), None, None);
+                continue;
+            }
+            let variant = c.variant_for(self.user);
+            if variant.control {
+                // Exposure without a message; it uses a cap slot like a seen delivery.
+                let cap = st.engine.caps.entry(c.id.clone()).or_default();
+                cap.committed += 1;
+                cap.last_committed = Some(self.now);
+                st.count(
+                    self.user,
+                    format!("$engage:{}:control", c.id),
+                    self.now,
+                    self.app.profiles.config(),
+                    ops,
+                );
+                let vid = variant.id.clone();
+                self.record(st, &c.id, "control", cause, None, Some(&vid), None);
+                winner = Some(c.id.clone());
+                continue;
+            }
+            let Some(message) = variant.message.as_ref() else {
+                continue;
+            };
+            let rendered = message.render(&st.attributes);
+            let kind = message.kind().to_string();
+            if kind == "modal"
+                && target
+                    .as_ref()
+                    .is_some_and(|t| t.core.lock().modal.is_some())
+            {
+                self.record(
+                    st,
+                    &c.id,
+                    "modal_busy",
+                    cause,
+                    Some("another modal is open in the session".into()),
+                    None,
+                    None,
+                );
+                continue;
+            }
+            let vid = variant.id.clone();
+            self.deliver(st, &c, &vid, rendered, kind, target.as_ref(), cause, ops);
+            winner = Some(c.id.clone());
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        st: &mut UserState,
+        c: &Campaign,
+        variant: &str,
+        message: Value,
+        kind: String,
+        target: Option<&Arc<Session>>,
+        cause: Option<&str>,
+        ops: &mut Vec<WriteOp>,
+    ) {
+        let delivery = crate::ids::delivery_id();
+        let expires_at = self.now + c.expires_after;
+        st.count(
+            self.user,
+            engagement_key(&c.id, Did::Delivered),
+            self.now,
+            self.app.profiles.config(),
+            ops,
+        );
+        st.engine
+            .caps
+            .entry(c.id.clone())
+            .or_default()
+            .reserved
+            .push(Reservation {
+                delivery: delivery.clone(),
+                at: self.now,
+                expires_at,
+                session: target.map(|s| s.id.to_string()),
+                kind: kind.clone(),
+            });
+        match target {
+            Some(s) => {
+                let (seq, dops) = registry::prepare_delivery(
+                    s,
+                    &super::input(&delivery, &c.id, variant, message, expires_at),
+                    self.now,
+                );
+                ops.extend(dops);
+                self.fx.prepared.push((s.clone(), seq));
+                let mut core = s.core.lock();
+                *core.campaign_counts.entry(c.id.clone()).or_default() += 1;
+                if kind == "modal" {
+                    core.modal = Some(delivery.clone());
+                }
+                drop(core);
+                self.record(
+                    st,
+                    &c.id,
+                    "delivered",
+                    cause,
+                    Some(format!("session {}", s.id)),
+                    Some(variant),
+                    Some(&delivery),
+                );
+            }
+            None => {
+                ops.push(WriteOp::Delivery(DeliveryRecord {
+                    id: delivery.clone(),
+                    user: self.user.to_string(),
+                    campaign: c.id.clone(),
+                    variant: variant.to_string(),
+                    created_at: self.now,
+                    expires_at: Some(expires_at),
+                }));
+                st.engine.pending.push(Pending {
+                    delivery: delivery.clone(),
+                    campaign: c.id.clone(),
+                    variant: variant.to_string(),
+                    message,
+                    created_at: self.now,
+                    expires_at,
+                });
+                self.record(
+                    st,
+                    &c.id,
+                    "pending",
+                    cause,
+                    Some("no live session; waits for the next one".into()),
+                    Some(variant),
+                    Some(&delivery),
+                );
+            }
+        }
+        self.fx.expiries.push((delivery.clone(), expires_at));
+        self.fx.outstanding.push((c.id.clone(), delivery, true));
+    }
+
+    /// Sends deliveries that waited for a session into this one.
+    pub fn flush_pending(&mut self, st: &mut UserState, ops: &mut Vec<WriteOp>) {
+        let Some(s) = self.session.clone() else {
+            return;
+        };
+        for p in std::mem::take(&mut st.engine.pending) {
+            if p.expires_at <= self.now {
+                continue;
+            }
+            let input = super::input(
+                &p.delivery,
+                &p.campaign,
+                &p.variant,
+                p.message.clone(),
+                p.expires_at,
+            );
+            let (seq, dops) = registry::prepare_delivery(&s, &input, self.now);
+            ops.extend(dops);
+            self.fx.prepared.push((s.clone(), seq));
+            let kind = p
+                .message
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            {
+                let mut core = s.core.lock();
+                *core.campaign_counts.entry(p.campaign.clone()).or_default() += 1;
+                if kind == "modal" {
+                    core.modal = Some(p.delivery.clone());
+                }
+            }
+            if let Some(cap) = st.engine.caps.get_mut(&p.campaign) {
+                if let Some(r) = cap.reserved.iter_mut().find(|r| r.delivery == p.delivery) {
+                    r.session = Some(s.id.to_string());
+                }
+            }
+            self.record(
+                st,
+                &p.campaign,
+                "delivered",
+                Some("pending"),
+                Some(format!("session {}", s.id)),
+                Some(&p.variant),
+                Some(&p.delivery),
+            );
+        }
+        self.dirty = true;
+    }
+
+    /// Gives back the cap slot of an unseen delivery and removes it from its session.
+    pub fn withdraw(
+        &mut self,
+        st: &mut UserState,
+        delivery: &str,
+        outcome: &'static str,
+        ops: &mut Vec<WriteOp>,
+    ) {
+        let Some((campaign, i)) = st.engine.reservation(delivery) else {
+            return;
+        };
+        let r = st
+            .engine
+            .caps
+            .get_mut(&campaign)
+            .map(|c| c.reserved.remove(i));
+        st.engine.pending.retain(|p| p.delivery != delivery);
+        if let Some(sid) = r.as_ref().and_then(|r| r.session.as_deref()) {
+            match self.app.registry.get(sid) {
+                Some(s) => {
+                    ops.push(registry::withdraw_delivery(&s, delivery));
+                    if let Some(n) = s.core.lock().campaign_counts.get_mut(&campaign) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                None => ops.push(WriteOp::OutboxDelete {
+                    session: sid.to_string(),
+                    delivery: delivery.to_string(),
+                }),
+            }
+        }
+        if outcome != "expired" {
+            self.fx.cancel_expiries.push(delivery.to_string());
+        }
+        self.fx
+            .outstanding
+            .push((campaign.clone(), delivery.to_string(), false));
+        self.record(
+            st,
+            &campaign,
+            outcome,
+            None,
+            Some("unseen: cap slot given back".into()),
+            None,
+            Some(delivery),
+        );
+    }
+
+    /// Withdraws every reservation whose time has passed.
+    pub fn expire_due(&mut self, st: &mut UserState, ops: &mut Vec<WriteOp>) {
+        let due: Vec<String> = st
+            .engine
+            .caps
+            .values()
+            .flat_map(|c| {
+                c.reserved
+                    .iter()
+                    .filter(|r| r.expires_at <= self.now)
+                    .map(|r| r.delivery.clone())
+            })
+            .collect();
+        for d in due {
+            self.withdraw(st, &d, "expired", ops);
+        }
+    }
+
+    /// Engagement with a delivery of this user.
+    pub fn engage(
+        &mut self,
+        st: &mut UserState,
+        d: &DeliveryRecord,
+        action: EngageAction,
+        button: Option<String>,
+        ops: &mut Vec<WriteOp>,
+    ) {
+        let button = if action == EngageAction::Click {
+            button.unwrap_or_default()
+        } else {
+            String::new()
+        };
+        ops.push(WriteOp::Engagement {
+            delivery: d.id.clone(),
+            user: self.user.to_string(),
+            action: action.as_str().to_string(),
+            button: button.clone(),
+            at: self.now,
+        });
+        if action == EngageAction::Impression {
+            if let Some((campaign, i)) = st.engine.reservation(&d.id) {
+                let cap = st.engine.caps.get_mut(&campaign).expect("found above");
+                let r = cap.reserved.remove(i);
+                cap.committed += 1;
+                cap.last_committed = Some(r.at);
+                cap.impressions
+                    .push((d.id.clone(), d.variant.clone(), self.now));
+                if cap.impressions.len() > MAX_IMPRESSIONS {
+                    cap.impressions.remove(0);
+                }
+                st.engine.pending.retain(|p| p.delivery != d.id);
+                self.fx.cancel_expiries.push(d.id.clone());
+                self.fx.outstanding.push((campaign, d.id.clone(), false));
+                self.dirty = true;
+            }
+        } else if let Some(s) = &self.session {
+            let mut core = s.core.lock();
+            if core.modal.as_deref() == Some(d.id.as_str()) {
+                core.modal = None;
+            }
+        }
+        let did = match action {
+            EngageAction::Impression => Did::Impression,
+            EngageAction::Click => Did::Click,
+            EngageAction::Dismiss => Did::Dismiss,
+        };
+        if st
+            .engine
+            .first_time(format!("{}:{}:{}", d.id, action.as_str(), button))
+        {
+            self.dirty = true;
+            st.count(
+                self.user,
+                engagement_key(&d.campaign, did),
+                self.now,
+                self.app.profiles.config(),
+                ops,
+            );
+            self.evaluate(st, Change::Engagement(d.campaign.clone()), None, ops);
+        }
+    }
+
+    /// The cause session's inactivity and session-duration deadlines that have passed.
+    pub fn session_due(&mut self, st: &mut UserState, ops: &mut Vec<WriteOp>) {
+        let Some(s) = self.session.clone() else {
+            return;
+        };
+        let last = s.last_active.load(Ordering::Relaxed);
+        let mut cands = Vec::new();
+        {
+            let mut core = s.core.lock();
+            for c in &self.rs.session_timed {
+                if !c.live_at(self.now) {
+                    continue;
+                }
+                match &c.trigger {
+                    Trigger::Inactivity { dur, page } => {
+                        let on_page = match (page, &core.page) {
+                            (Some(p), Some(cur)) => p.matches(cur),
+                            (Some(_), None) => false,
+                            (None, _) => true,
+                        };
+                        if on_page
+                            && self.now - last >= *dur
+                            && core.inactivity_fired.get(&c.id) != Some(&last)
+                        {
+                            core.inactivity_fired.insert(c.id.clone(), last);
+                            cands.push((c.clone(), "inactivity".to_string()));
+                        }
+                    }
+                    Trigger::SessionDuration { dur } => {
+                        if self.now - s.started_at >= *dur
+                            && core.duration_fired.insert(c.id.clone())
+                        {
+                            cands.push((c.clone(), "session_duration".to_string()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.decide(st, cands, ops);
+    }
+
+    /// Persists the engine state if it changed and schedules the user's next time crossing.
+    pub fn finish(&mut self, st: &mut UserState, ops: &mut Vec<WriteOp>) {
+        if self.dirty {
+            ops.push(WriteOp::EngineState {
+                user: self.user.to_string(),
+                data: serde_json::to_string(&st.engine).unwrap_or_default(),
+            });
+        }
+        if self.app.registry.live_count(self.user) == 0 {
+            return;
+        }
+        if !self.rs.has_time_dependents() {
+            self.fx.user_timer = Some(None);
+            return;
+        }
+        let s = subject(self.app, st, self.now, None, None);
+        let segs = self
+            .rs
+            .time_segments()
+            .filter_map(|seg| s.next_crossing(&seg.cond));
+        let goals = self
+            .rs
+            .goal_conds
+            .iter()
+            .filter(|c| !st.engine.goals.contains(&c.id))
+            .filter_map(|c| match &c.trigger {
+                Trigger::GoalCond { cond, deps } if deps.time => s.next_crossing(cond),
+                _ => None,
+            });
+        self.fx.user_timer = Some(segs.chain(goals).min());
+    }
+}

@@ -1,0 +1,565 @@
+//! The campaign engine: where an event, a timer or an attribute change becomes a
+//! message. Conditions and definitions are compiled (`condition`, `definitions`) into an
+//! indexed [`Ruleset`] swapped atomically on every change; each user's evaluation runs
+//! inside that user's ordered transaction (`profile::Profiles::transact`), so caps hold
+//! when two sessions fire at once, and its writes (membership, cap slots, the delivery's
+//! outbox entry) commit together before anything is sent.
+
+pub mod condition;
+pub mod definitions;
+pub mod ruleset;
+pub mod state;
+pub mod template;
+pub mod timers;
+
+mod decide;
+mod explain;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::clock::Millis;
+use crate::gateway::registry::{self, Session};
+use crate::profile::{Derivations, Mutation, Outcome};
+use crate::store::{StoreError, WriteOp};
+use definitions::{Campaign, Segment, Trigger};
+pub use explain::explain;
+use ruleset::{Change, Ruleset};
+use timers::{TimerKey, Timers};
+
+pub use decide::Effects;
+
+/// How many users are re-evaluated at once after a definition change.
+const FANOUT_CONCURRENCY: usize = 512;
+
+/// The engine's shared state.
+pub struct Engine {
+    /// The current compiled rule set.
+    pub rules: ArcSwap<Ruleset>,
+    /// Event derivations shared with the profiles (filters, activity weights).
+    pub derive: Arc<Derivations>,
+    timers: OnceLock<Timers>,
+    /// Unseen deliveries by campaign: delivery → user (for revoke on pause/edit/delete).
+    outstanding: DashMap<String, DashMap<String, Arc<str>>>,
+    /// Serializes definition changes.
+    defs: tokio::sync::Mutex<()>,
+}
+
+/// A definition change refused.
+#[derive(Debug)]
+pub enum DefError {
+    /// Invalid: path and message.
+    Invalid(condition::CondError),
+    /// In use (e.g. a segment referenced by campaigns).
+    Conflict(String),
+    /// Not found.
+    NotFound,
+    /// Store failure.
+    Store(StoreError),
+}
+
+impl From<StoreError> for DefError {
+    fn from(e: StoreError) -> Self {
+        DefError::Store(e)
+    }
+}
+
+impl Engine {
+    /// An engine with no definitions.
+    pub fn new(derive: Arc<Derivations>) -> Self {
+        Engine {
+            rules: ArcSwap::from_pointee(Ruleset::default()),
+            derive,
+            timers: OnceLock::new(),
+            outstanding: DashMap::new(),
+            defs: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Installs the timer facility (once, at start-up).
+    pub fn set_timers(&self, t: Timers) {
+        let _ = self.timers.set(t);
+    }
+
+    fn timers(&self) -> Option<&Timers> {
+        self.timers.get()
+    }
+
+    fn track_outstanding(&self, campaign: &str, delivery: &str, user: &Arc<str>) {
+        self.outstanding
+            .entry(campaign.to_string())
+            .or_default()
+            .insert(delivery.to_string(), user.clone());
+    }
+
+    fn untrack_outstanding(&self, campaign: &str, delivery: &str) {
+        if let Some(m) = self.outstanding.get(campaign) {
+            m.remove(delivery);
+        }
+    }
+
+    fn install(&self, segments: Vec<Arc<Segment>>, campaigns: Vec<Arc<Campaign>>) -> bool {
+        let rs = Ruleset::build(segments, campaigns);
+        let old: HashSet<String> = self
+            .derive
+            .filters
+            .load()
+            .iter()
+            .map(|f| f.key.clone())
+            .collect();
+        let new: HashSet<String> = rs.filters.iter().map(|f| f.key.clone()).collect();
+        let filters_changed = old != new;
+        if filters_changed {
+            self.derive.filters.store(Arc::new(rs.filters.clone()));
+        }
+        self.rules.store(Arc::new(rs));
+        filters_changed
+    }
+}
+
+fn wall_to_instant(app: &App, at: Millis) -> tokio::time::Instant {
+    let delta = (at - app.clock.now_ms()).max(0) as u64;
+    tokio::time::Instant::now() + std::time::Duration::from_millis(delta)
+}
+
+/// Loads saved definitions at start-up.
+pub async fn load_definitions(app: &App) -> Result<(), String> {
+    let mut segments = Vec::new();
+    for (id, body) in app
+        .store
+        .definitions("segment")
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("segment {id}: {e}"))?;
+        match definitions::parse_segment(&id, &v) {
+            Ok(s) => segments.push(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(segment = %id, path = %e.path, "stored segment no longer valid: {}", e.message)
+            }
+        }
+    }
+    let ids: HashSet<String> = segments.iter().map(|s| s.id.clone()).collect();
+    let mut campaigns = Vec::new();
+    for (id, body) in app
+        .store
+        .definitions("campaign")
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("campaign {id}: {e}"))?;
+        match definitions::parse_campaign(&id, &v, &|s| ids.contains(s)) {
+            Ok(c) => campaigns.push(Arc::new(c)),
+            Err(e) => {
+                tracing::error!(campaign = %id, path = %e.path, "stored campaign no longer valid: {}", e.message)
+            }
+        }
+    }
+    tracing::info!(
+        segments = segments.len(),
+        campaigns = campaigns.len(),
+        "definitions loaded"
+    );
+    app.engine.install(segments, campaigns);
+    Ok(())
+}
+
+fn current_lists(rs: &Ruleset) -> (Vec<Arc<Segment>>, Vec<Arc<Campaign>>) {
+    (
+        rs.segments.values().cloned().collect(),
+        rs.campaigns.values().cloned().collect(),
+    )
+}
+
+/// `PUT /v1/segments/{id}`: validates, saves, and re-evaluates every loaded user.
+pub async fn put_segment(app: &Arc<App>, id: &str, body: &Value) -> Result<Value, DefError> {
+    let seg = Arc::new(definitions::parse_segment(id, body).map_err(DefError::Invalid)?);
+    let _guard = app.engine.defs.lock().await;
+    save_definition(app, "segment", id, Some(&seg.raw)).await?;
+    let (mut segs, camps) = current_lists(&app.engine.rules.load());
+    segs.retain(|s| s.id != id);
+    segs.push(seg.clone());
+    let refresh = app.engine.install(segs, camps);
+    if refresh {
+        app.profiles.refresh_derived().await;
+    }
+    reevaluate_loaded(app, Change::Segment(id.to_string())).await;
+    Ok(seg.raw.clone())
+}
+
+/// `DELETE /v1/segments/{id}`.
+pub async fn delete_segment(app: &Arc<App>, id: &str) -> Result<(), DefError> {
+    let _guard = app.engine.defs.lock().await;
+    let rs = app.engine.rules.load_full();
+    if !rs.segments.contains_key(id) {
+        return Err(DefError::NotFound);
+    }
+    let users: Vec<&String> = rs
+        .campaigns
+        .values()
+        .filter(|c| {
+            matches!(&c.trigger, Trigger::SegmentEntry { segment } if segment == id)
+                || matches!(&c.audience, definitions::Audience::Segment(s) if s == id)
+        })
+        .map(|c| &c.id)
+        .collect();
+    if !users.is_empty() {
+        return Err(DefError::Conflict(format!(
+            "segment `{id}` is used by campaigns: {}",
+            users
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    save_definition(app, "segment", id, None).await?;
+    let (mut segs, camps) = current_lists(&rs);
+    segs.retain(|s| s.id != id);
+    app.engine.install(segs, camps);
+    Ok(())
+}
+
+/// `PUT /v1/campaigns/{id}`: validates, saves, revokes the old version's unseen
+/// deliveries if it changed, and brings every live session up to date.
+pub async fn put_campaign(app: &Arc<App>, id: &str, body: &Value) -> Result<Value, DefError> {
+    let _guard = app.engine.defs.lock().await;
+    let rs = app.engine.rules.load_full();
+    let camp = Arc::new(
+        definitions::parse_campaign(id, body, &|s| rs.segments.contains_key(s))
+            .map_err(DefError::Invalid)?,
+    );
+    let changed = rs.campaigns.get(id).is_none_or(|old| old.raw != camp.raw);
+    if !changed {
+        return Ok(camp.raw.clone());
+    }
+    save_definition(app, "campaign", id, Some(&camp.raw)).await?;
+    let (segs, mut camps) = current_lists(&rs);
+    camps.retain(|c| c.id != id);
+    camps.push(camp.clone());
+    let refresh = app.engine.install(segs, camps);
+    drop(_guard);
+    if rs.campaigns.contains_key(id) {
+        revoke_campaign(app, id).await;
+    }
+    if refresh {
+        app.profiles.refresh_derived().await;
+    }
+    publish(app, &camp).await;
+    Ok(camp.raw.clone())
+}
+
+/// `DELETE /v1/campaigns/{id}`.
+pub async fn delete_campaign(app: &Arc<App>, id: &str) -> Result<(), DefError> {
+    let guard = app.engine.defs.lock().await;
+    let rs = app.engine.rules.load_full();
+    if !rs.campaigns.contains_key(id) {
+        return Err(DefError::NotFound);
+    }
+    save_definition(app, "campaign", id, None).await?;
+    let (segs, mut camps) = current_lists(&rs);
+    camps.retain(|c| c.id != id);
+    app.engine.install(segs, camps);
+    drop(guard);
+    revoke_campaign(app, id).await;
+    Ok(())
+}
+
+async fn save_definition(
+    app: &App,
+    kind: &str,
+    id: &str,
+    body: Option<&Value>,
+) -> Result<(), StoreError> {
+    app.store
+        .submit(vec![WriteOp::Definition {
+            kind: kind.into(),
+            id: id.into(),
+            body: body.map(|b| b.to_string()),
+            at: app.clock.now_ms(),
+        }])
+        .wait()
+        .await
+}
+
+/// Makes a (new or edited) campaign live for every session at once.
+async fn publish(app: &Arc<App>, camp: &Campaign) {
+    match &camp.trigger {
+        Trigger::Inactivity { .. } | Trigger::SessionDuration { .. } => {
+            for s in app.registry.all_live() {
+                arm_session(app, &s);
+            }
+        }
+        Trigger::GoalCond { .. } => reevaluate_loaded(app, Change::Goal(camp.id.clone())).await,
+        _ => {}
+    }
+}
+
+/// Re-evaluates every user in memory (concurrently, so group commit batches the writes).
+async fn reevaluate_loaded(app: &Arc<App>, change: Change) {
+    let users = app.profiles.loaded();
+    futures_util::stream::iter(users)
+        .for_each_concurrent(FANOUT_CONCURRENCY, |u| {
+            let change = change.clone();
+            async move {
+                if let Err(e) = run(app, &u, None, |ctx, state, ops| {
+                    ctx.reevaluate(state, change, ops)
+                })
+                .await
+                {
+                    tracing::warn!(error = %e, "re-evaluation failed");
+                }
+            }
+        })
+        .await;
+}
+
+/// Revokes every unseen delivery of a campaign (paused, edited or deleted).
+pub async fn revoke_campaign(app: &Arc<App>, campaign: &str) {
+    let Some((_, deliveries)) = app.engine.outstanding.remove(campaign) else {
+        return;
+    };
+    let mut by_user: std::collections::HashMap<Arc<str>, Vec<String>> = Default::default();
+    for (d, u) in deliveries {
+        by_user.entry(u).or_default().push(d);
+    }
+    futures_util::stream::iter(by_user)
+        .for_each_concurrent(FANOUT_CONCURRENCY, |(user, ds)| async move {
+            let r = run(app, &user, None, |ctx, state, ops| {
+                for d in &ds {
+                    ctx.withdraw(state, d, "revoked", ops);
+                }
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "revoking failed");
+            }
+        })
+        .await;
+}
+
+/// Runs an engine step for `user` inside the user's transaction, then performs its
+/// effects (confirm deliveries, timers, revokes) once the writes are durable.
+async fn run<T>(
+    app: &Arc<App>,
+    user: &str,
+    session: Option<&Arc<Session>>,
+    f: impl FnOnce(&mut decide::Ctx<'_>, &mut crate::profile::UserState, &mut Vec<WriteOp>) -> T,
+) -> Result<T, StoreError> {
+    let rs = app.engine.rules.load_full();
+    let now = app.clock.now_ms();
+    let mut effects = Effects::default();
+    let result = app
+        .profiles
+        .transact(user, |uid, state, ops| {
+            let mut ctx = decide::Ctx::new(app, &rs, uid, now, session.cloned(), &mut effects);
+            ctx.expire_due(state, ops);
+            let out = f(&mut ctx, state, ops);
+            ctx.finish(state, ops);
+            out
+        })
+        .await;
+    effects.perform(app, result.is_ok());
+    result
+}
+
+/// Applies mutations from any door and evaluates what they make due. `session` is the
+/// session where they happened (deliveries go there first).
+pub async fn ingest(
+    app: &Arc<App>,
+    user: &str,
+    mutations: Vec<Mutation>,
+    extra: Vec<WriteOp>,
+    session: Option<&Arc<Session>>,
+) -> Result<Vec<Outcome>, StoreError> {
+    run(app, user, session, |ctx, state, ops| {
+        ops.extend(extra);
+        mutations
+            .into_iter()
+            .map(|m| ctx.apply_mutation(state, m, ops))
+            .collect()
+    })
+    .await
+}
+
+/// A session started or resumed: apply its opening mutations, find segment entries that
+/// happened while away, deliver what was waiting, and arm its timers.
+pub async fn session_started(
+    app: &Arc<App>,
+    session: &Arc<Session>,
+    mutations: Vec<Mutation>,
+    extra: Vec<WriteOp>,
+) -> Result<(), StoreError> {
+    run(app, &session.user, Some(session), |ctx, state, ops| {
+        ops.extend(extra);
+        for m in mutations {
+            ctx.apply_mutation(state, m, ops);
+        }
+        ctx.reevaluate(state, Change::All, ops);
+        ctx.flush_pending(state, ops);
+    })
+    .await?;
+    arm_session(app, session);
+    Ok(())
+}
+
+/// Engagement with one of the user's deliveries.
+pub async fn engage(
+    app: &Arc<App>,
+    session: &Arc<Session>,
+    delivery: &crate::store::DeliveryRecord,
+    action: crate::protocol::frames::EngageAction,
+    button: Option<String>,
+) -> Result<(), StoreError> {
+    run(app, &session.user, Some(session), |ctx, state, ops| {
+        ctx.engage(state, delivery, action, button, ops)
+    })
+    .await
+}
+
+/// The user was active in `session` (track, page, activity): arm its inactivity timers
+/// if none is armed, or if the page changed.
+pub fn activity(app: &App, session: &Session, page_changed: bool) {
+    let armed = session.core.lock().timer_at.is_some();
+    if page_changed || !armed {
+        arm_session(app, session);
+    }
+}
+
+/// Computes and schedules a session's next inactivity / session-duration deadline.
+pub fn arm_session(app: &App, session: &Session) {
+    let rs = app.engine.rules.load();
+    let now = app.clock.now_ms();
+    let last = session.last_active.load(Ordering::Relaxed);
+    let next = {
+        let core = session.core.lock();
+        if core.attached.is_none() {
+            None
+        } else {
+            rs.session_timed
+                .iter()
+                .filter(|c| c.end.is_none_or(|e| now < e))
+                .filter_map(|c| match &c.trigger {
+                    Trigger::Inactivity { dur, page } => {
+                        let on_page = match (page, &core.page) {
+                            (Some(p), Some(cur)) => p.matches(cur),
+                            (Some(_), None) => false,
+                            (None, _) => true,
+                        };
+                        (on_page && core.inactivity_fired.get(&c.id) != Some(&last))
+                            .then(|| (last + dur).max(c.start.unwrap_or(Millis::MIN)))
+                    }
+                    Trigger::SessionDuration { dur } => (!core.duration_fired.contains(&c.id))
+                        .then(|| (session.started_at + dur).max(c.start.unwrap_or(Millis::MIN))),
+                    _ => None,
+                })
+                .min()
+        }
+    };
+    let Some(timers) = app.engine.timers() else {
+        return;
+    };
+    let key = TimerKey::Session(session.id.clone());
+    session.core.lock().timer_at = next;
+    match next {
+        Some(at) => timers.set(key, wall_to_instant(app, at.max(now))),
+        None => timers.cancel(key),
+    }
+}
+
+/// A timer came due.
+pub async fn on_timer(app: Arc<App>, key: TimerKey) {
+    let result = match &key {
+        TimerKey::User(user) => {
+            if app.registry.live_count(user) == 0 {
+                return;
+            }
+            run(&app, user, None, |ctx, state, ops| {
+                ctx.reevaluate(state, Change::Time, ops)
+            })
+            .await
+        }
+        TimerKey::Session(sid) => {
+            let Some(session) = app.registry.get(sid) else {
+                return;
+            };
+            if session.core.lock().attached.is_none() {
+                return;
+            }
+            session.core.lock().timer_at = None;
+            let r = run(
+                &app,
+                &session.user.clone(),
+                Some(&session),
+                |ctx, state, ops| ctx.session_due(state, ops),
+            )
+            .await;
+            arm_session(&app, &session);
+            r
+        }
+        TimerKey::Expiry(user, delivery) => {
+            run(&app, user, None, |ctx, state, ops| {
+                ctx.withdraw(state, delivery, "expired", ops)
+            })
+            .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, ?key, "timer handling failed");
+    }
+}
+
+/// Starts the timer task for `app`.
+pub fn start_timers(app: &Arc<App>) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(app);
+    let tracker = app.tracker.clone();
+    let (timers, task) = Timers::start(
+        move |key| {
+            if let Some(app) = weak.upgrade() {
+                tracker.spawn(on_timer(app, key));
+            }
+        },
+        app.shutdown.clone(),
+    );
+    app.engine.set_timers(timers);
+    task
+}
+
+/// Live member count of a segment among connected users.
+pub async fn live_members(app: &App, segment: &str) -> usize {
+    let mut n = 0;
+    for user in app.registry.live_users() {
+        if let Ok(Some(true)) = app
+            .profiles
+            .read(&user, |s| s.engine.segments.contains(segment))
+            .await
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Delivery input for a session from a pending delivery or a fresh decision.
+pub(crate) fn input(
+    delivery: &str,
+    campaign: &str,
+    variant: &str,
+    message: Value,
+    expires_at: Millis,
+) -> registry::DeliveryInput {
+    registry::DeliveryInput {
+        delivery: delivery.to_string(),
+        campaign: campaign.to_string(),
+        variant: variant.to_string(),
+        message,
+        expires_at: Some(expires_at),
+    }
+}

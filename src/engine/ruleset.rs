@@ -1,0 +1,193 @@
+//! The compiled rule set: every segment and campaign plus the indexes that find what an
+//! event, an attribute change, an engagement or a segment entry can affect, so the cost
+//! of an event does not grow with unrelated campaigns. Rebuilt on each definition change
+//! and swapped atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::definitions::{Campaign, Segment, Status, Trigger};
+use crate::profile::Filter;
+
+/// What changed for a user.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An event was recorded.
+    Event(String),
+    /// Attributes changed.
+    Attrs(Vec<String>),
+    /// Engagement with a campaign was counted.
+    Engagement(String),
+    /// Time passed (re-evaluate time-dependent definitions).
+    Time,
+    /// One segment's definition changed.
+    Segment(String),
+    /// One goal-condition campaign was published.
+    Goal(String),
+    /// Everything (session start, a definition changed).
+    All,
+}
+
+/// Indexed definitions.
+#[derive(Default)]
+pub struct Ruleset {
+    /// Segments by id.
+    pub segments: HashMap<String, Arc<Segment>>,
+    /// Campaigns by id (all statuses).
+    pub campaigns: HashMap<String, Arc<Campaign>>,
+    /// Active campaigns with event or goal-count triggers, by event name.
+    pub by_event: HashMap<String, Vec<Arc<Campaign>>>,
+    /// Active segment-entry campaigns by segment.
+    pub by_segment: HashMap<String, Vec<Arc<Campaign>>>,
+    /// Active goal-condition campaigns.
+    pub goal_conds: Vec<Arc<Campaign>>,
+    /// Active inactivity and session-duration campaigns.
+    pub session_timed: Vec<Arc<Campaign>>,
+    seg_by_event: HashMap<String, Vec<String>>,
+    seg_by_attr: HashMap<String, Vec<String>>,
+    seg_by_campaign: HashMap<String, Vec<String>>,
+    seg_activity: Vec<String>,
+    seg_time: Vec<String>,
+    /// Property filters used anywhere.
+    pub filters: Vec<Filter>,
+}
+
+impl Ruleset {
+    /// Builds the indexes.
+    pub fn build(segments: Vec<Arc<Segment>>, campaigns: Vec<Arc<Campaign>>) -> Ruleset {
+        let mut r = Ruleset::default();
+        let mut filter_keys = std::collections::HashSet::new();
+        let mut add_filters = |r: &mut Ruleset, deps: &super::condition::Deps| {
+            for (key, event, pred) in &deps.filters {
+                if filter_keys.insert(key.clone()) {
+                    r.filters.push(Filter {
+                        key: key.clone(),
+                        event: event.clone(),
+                        pred: pred.clone(),
+                    });
+                }
+            }
+        };
+        for s in &segments {
+            let d = &s.deps;
+            for e in &d.events {
+                r.seg_by_event
+                    .entry(e.clone())
+                    .or_default()
+                    .push(s.id.clone());
+            }
+            for a in &d.attrs {
+                r.seg_by_attr
+                    .entry(a.clone())
+                    .or_default()
+                    .push(s.id.clone());
+            }
+            for c in &d.campaigns {
+                r.seg_by_campaign
+                    .entry(c.clone())
+                    .or_default()
+                    .push(s.id.clone());
+            }
+            if d.activity {
+                r.seg_activity.push(s.id.clone());
+            }
+            if d.time {
+                r.seg_time.push(s.id.clone());
+            }
+            add_filters(&mut r, d);
+            r.segments.insert(s.id.clone(), s.clone());
+        }
+        for c in &campaigns {
+            r.campaigns.insert(c.id.clone(), c.clone());
+            let mut deps = super::condition::Deps::default();
+            if let super::definitions::Audience::Conditions(cond, _) = &c.audience {
+                cond.deps(&mut deps);
+            }
+            if let Trigger::GoalCond { deps: gd, .. } = &c.trigger {
+                add_filters(&mut r, gd);
+            }
+            add_filters(&mut r, &deps);
+            if c.status != Status::Active {
+                continue;
+            }
+            match &c.trigger {
+                Trigger::Event { event, .. } | Trigger::GoalCount { event, .. } => {
+                    r.by_event.entry(event.clone()).or_default().push(c.clone())
+                }
+                Trigger::SegmentEntry { segment } => r
+                    .by_segment
+                    .entry(segment.clone())
+                    .or_default()
+                    .push(c.clone()),
+                Trigger::GoalCond { .. } => r.goal_conds.push(c.clone()),
+                Trigger::Inactivity { .. } | Trigger::SessionDuration { .. } => {
+                    r.session_timed.push(c.clone())
+                }
+            }
+        }
+        r
+    }
+
+    /// Segments whose membership `change` can affect.
+    pub fn affected_segments(&self, change: &Change) -> Vec<Arc<Segment>> {
+        let ids: Vec<&String> = match change {
+            Change::All => return self.segments.values().cloned().collect(),
+            Change::Time => self.seg_time.iter().collect(),
+            Change::Event(e) => self
+                .seg_by_event
+                .get(e)
+                .into_iter()
+                .flatten()
+                .chain(self.seg_activity.iter())
+                .collect(),
+            Change::Attrs(keys) => keys
+                .iter()
+                .flat_map(|k| self.seg_by_attr.get(k).into_iter().flatten())
+                .collect(),
+            Change::Engagement(c) => self.seg_by_campaign.get(c).into_iter().flatten().collect(),
+            Change::Segment(id) => return self.segments.get(id).cloned().into_iter().collect(),
+            Change::Goal(_) => return Vec::new(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        ids.into_iter()
+            .filter(|id| seen.insert(*id))
+            .filter_map(|id| self.segments.get(id).cloned())
+            .collect()
+    }
+
+    /// Goal-condition campaigns `change` can affect.
+    pub fn affected_goals(&self, change: &Change) -> Vec<Arc<Campaign>> {
+        self.goal_conds
+            .iter()
+            .filter(|c| {
+                let Trigger::GoalCond { deps, .. } = &c.trigger else {
+                    return false;
+                };
+                match change {
+                    Change::All => true,
+                    Change::Time => deps.time,
+                    Change::Event(e) => deps.events.contains(e) || deps.activity,
+                    Change::Attrs(keys) => keys.iter().any(|k| deps.attrs.contains(k)),
+                    Change::Engagement(cid) => deps.campaigns.contains(cid),
+                    Change::Segment(_) => false,
+                    Change::Goal(id) => &c.id == id,
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether some definition changes with time alone.
+    pub fn has_time_dependents(&self) -> bool {
+        !self.seg_time.is_empty()
+            || self
+                .goal_conds
+                .iter()
+                .any(|c| matches!(&c.trigger, Trigger::GoalCond { deps, .. } if deps.time))
+    }
+
+    /// Segments that can change with time alone.
+    pub fn time_segments(&self) -> impl Iterator<Item = &Arc<Segment>> {
+        self.seg_time.iter().filter_map(|id| self.segments.get(id))
+    }
+}
