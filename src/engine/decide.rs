@@ -136,6 +136,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         st: &mut UserState,
@@ -704,12 +705,11 @@ impl<'a> Ctx<'a> {
                             cands.push((c.clone(), "inactivity".to_string()));
                         }
                     }
-                    Trigger::SessionDuration { dur } => {
+                    Trigger::SessionDuration { dur }
                         if self.now - s.started_at >= *dur
-                            && core.duration_fired.insert(c.id.clone())
-                        {
-                            cands.push((c.clone(), "session_duration".to_string()));
-                        }
+                            && core.duration_fired.insert(c.id.clone()) =>
+                    {
+                        cands.push((c.clone(), "session_duration".to_string()));
                     }
                     _ => {}
                 }

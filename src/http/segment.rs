@@ -172,17 +172,12 @@ async fn run(app: &Arc<App>, calls: Vec<Call>) -> Result<(), ApiError> {
     while i < calls.len() {
         match &calls[i] {
             Call::Identify(uid, mid, traits) => {
-                app.profiles
-                    .apply(
-                        uid,
-                        vec![Mutation::Attributes {
-                            id: mid.clone(),
-                            attributes: traits.clone(),
-                            trusted: true,
-                        }],
-                        vec![],
-                    )
-                    .await?;
+                let m = Mutation::Attributes {
+                    id: mid.clone(),
+                    attributes: traits.clone(),
+                    trusted: true,
+                };
+                crate::engine::ingest(app, uid, vec![m], vec![], None).await?;
                 i += 1;
             }
             Call::Event(uid, _) => {

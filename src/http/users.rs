@@ -119,18 +119,12 @@ pub async fn patch_user(
     require_admin(&app, &headers)?;
     check_user_id(&id)?;
     let attributes = check_attributes(&app, "attributes", body.get("attributes"))?;
-    let out = app
-        .profiles
-        .apply(
-            &id,
-            vec![Mutation::Attributes {
-                id: None,
-                attributes,
-                trusted: true,
-            }],
-            vec![],
-        )
-        .await?;
+    let m = Mutation::Attributes {
+        id: None,
+        attributes,
+        trusted: true,
+    };
+    let out = crate::engine::ingest(&app, &id, vec![m], vec![], None).await?;
     if let Some(Outcome::Forbidden(k)) = out.first() {
         return Err(ApiError::invalid(
             format!("attributes.{k}"),

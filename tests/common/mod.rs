@@ -150,10 +150,28 @@ pub async fn send_text(ws: &mut Ws, s: &str) {
     ws.send(Message::Text(s.to_string().into())).await.unwrap();
 }
 
+/// Resolves after `ms` of real time, whatever tokio's (possibly paused) clock does.
+pub fn real_timer(ms: u64) -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = tx.send(());
+    });
+    rx
+}
+
+/// The next frame, failing the test after 10 s of real time instead of hanging.
+async fn next_frame(ws: &mut Ws) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    tokio::select! {
+        m = ws.next() => m,
+        _ = real_timer(10_000) => panic!("no frame within 10 s"),
+    }
+}
+
 /// Next JSON text frame (control frames skipped). Panics on close.
 pub async fn recv(ws: &mut Ws) -> Value {
     loop {
-        match ws.next().await {
+        match next_frame(ws).await {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
             Some(Ok(Message::Close(c))) => panic!("unexpected close: {c:?}"),
             Some(Ok(_)) => continue,
@@ -165,7 +183,7 @@ pub async fn recv(ws: &mut Ws) -> Value {
 /// Reads until the server closes; returns the close code (None if no close frame).
 pub async fn expect_close(ws: &mut Ws) -> Option<u16> {
     loop {
-        match ws.next().await {
+        match next_frame(ws).await {
             Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
             Some(Ok(_)) => continue,
             _ => return None,
@@ -190,4 +208,92 @@ pub async fn advance(total: Duration) {
         settle().await;
         left -= d;
     }
+}
+
+impl TestServer {
+    /// An admin call with a JSON body; returns (status, body).
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http().request(m, self.url(path)).bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// PUT that must succeed.
+    pub async fn put_ok(&self, path: &str, body: Value) -> Value {
+        let (s, b) = self.admin("PUT", path, Some(body)).await;
+        assert_eq!(s, 200, "PUT {path}: {b}");
+        b
+    }
+
+    /// Hello with a token valid for 60 days (for tests that move time by days).
+    pub async fn hello_long(&self, user: &str, extra: Value) -> (Ws, Value) {
+        let mut hello = json!({"type": "hello", "token": self.token(user, 60 * 86_400)});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                hello[k] = v;
+            }
+        }
+        self.hello_frame(hello).await
+    }
+}
+
+/// Lets real time pass (the store commits on a real thread) while tokio time stays put.
+pub async fn real_wait(ms: u64) {
+    let _ = real_timer(ms).await;
+}
+
+/// Moves paused time by `d` in one step, then lets the work it makes due finish.
+pub async fn jump(d: Duration) {
+    tokio::time::advance(d).await;
+    settle().await;
+    real_wait(30).await;
+    settle().await;
+}
+
+/// Asserts that no text frame is waiting on the socket (after letting work finish).
+pub async fn assert_quiet(ws: &mut Ws) {
+    use futures_util::FutureExt;
+    real_wait(80).await;
+    settle().await;
+    while let Some(next) = ws.next().now_or_never() {
+        match next {
+            Some(Ok(Message::Text(t))) => panic!("expected no frame, got {t}"),
+            Some(Ok(Message::Close(c))) => panic!("expected no frame, got close {c:?}"),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+/// Next `message` frame (skipping `ok`s), with its fields.
+pub async fn recv_message(ws: &mut Ws) -> Value {
+    loop {
+        let v = recv(ws).await;
+        if v["type"] == "message" {
+            return v;
+        }
+        assert_ne!(v["type"], "error", "unexpected error frame {v}");
+    }
+}
+
+/// Counts the `message` frames that arrive until the socket goes quiet.
+pub async fn drain_messages(ws: &mut Ws) -> usize {
+    use futures_util::FutureExt;
+    real_wait(80).await;
+    settle().await;
+    let mut n = 0;
+    while let Some(next) = ws.next().now_or_never() {
+        if let Some(Ok(Message::Text(t))) = next {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "message" {
+                n += 1;
+            }
+        }
+    }
+    n
 }

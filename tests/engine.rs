@@ -1,0 +1,658 @@
+//! The campaign engine end to end over real sockets on paused time: the seed's examples
+//! for every trigger kind, caps under concurrency, reservations, control, priority,
+//! revoke, explain and validation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const MIN: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A gateway whose heartbeat and resume window do not interfere with long time jumps.
+async fn engine_server() -> TestServer {
+    start_with(|c| {
+        c.session.heartbeat = Duration::from_secs(90 * 86_400);
+        c.session.resume_ttl = Duration::from_secs(90 * 86_400);
+    })
+    .await
+}
+
+fn banner(body: &str) -> Value {
+    json!({"kind":"banner","body":body})
+}
+
+fn campaign(id: &str, trigger: Value, message: Value) -> Value {
+    json!({"id":id,"name":id,"status":"active","trigger":trigger,"variants":[{"id":"a","weight":1,"message":message}]})
+}
+
+#[tokio::test(start_paused = true)]
+async fn inactive_5_minutes_on_the_setup_page() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/campaigns/setup-help",
+        campaign(
+            "setup-help",
+            json!({"type":"inactivity","duration":"5m","page":"/setup*"}),
+            banner("Stuck? We can help."),
+        ),
+    )
+    .await;
+    let (mut ws, _) = srv
+        .hello_long("u_idle", json!({"page":{"path":"/setup/step-1"}}))
+        .await;
+    jump(5 * MIN - Duration::from_secs(1)).await;
+    assert_quiet(&mut ws).await;
+    jump(Duration::from_secs(2)).await;
+    let m = recv_message(&mut ws).await;
+    assert_eq!(
+        (m["campaign"].as_str(), m["message"]["body"].as_str()),
+        (Some("setup-help"), Some("Stuck? We can help."))
+    );
+    // Fires once; re-arms only after the next activity.
+    jump(20 * MIN).await;
+    assert_quiet(&mut ws).await;
+    send(&mut ws, json!({"type":"activity","id":"a1"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    jump(4 * MIN).await;
+    assert_quiet(&mut ws).await;
+    jump(MIN + Duration::from_secs(1)).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "setup-help");
+    // On another page it does not fire.
+    send(
+        &mut ws,
+        json!({"type":"page","id":"p1","path":"/dashboard"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    jump(30 * MIN).await;
+    assert_quiet(&mut ws).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_exceeds_10_minutes_and_resume_keeps_the_start() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/campaigns/long",
+        campaign(
+            "long",
+            json!({"type":"session_duration","duration":"10m"}),
+            banner("Enjoying it?"),
+        ),
+    )
+    .await;
+    let (ws, welcome) = srv.hello_long("u_long", json!({})).await;
+    jump(6 * MIN).await;
+    drop(ws);
+    jump(Duration::from_secs(1)).await;
+    let session = welcome["session"].as_str().unwrap();
+    let (mut ws, w) = srv
+        .hello_long("u_long", json!({"resume":{"session":session,"last_seq":0}}))
+        .await;
+    assert_eq!(w["resumed"], true);
+    jump(4 * MIN - Duration::from_secs(3)).await;
+    assert_quiet(&mut ws).await;
+    jump(Duration::from_secs(3)).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "long");
+    jump(60 * MIN).await;
+    assert_quiet(&mut ws).await;
+}
+
+fn pro_segment() -> Value {
+    json!({"id":"pro-no-integration","name":"Pro, no integration after 5 days",
+      "conditions":{"all":[{"attr":"plan","op":"eq","value":"professional"},
+                           {"since":"signed_up_at","op":"gte","value":"5d"},
+                           {"event":"integration_connected","count":{"op":"eq","value":0}}]}})
+}
+
+fn connect_campaign() -> Value {
+    json!({"id":"connect-integration","name":"Nudge","status":"active",
+      "trigger":{"type":"segment_entry","segment":"pro-no-integration"},
+      "audience":{"segment":"pro-no-integration"},
+      "variants":[{"id":"a","weight":1,"message":{"kind":"modal","title":"Connect your first integration",
+          "body":"Hi {{ user.first_name | default: \"there\" }}, it takes two minutes.",
+          "buttons":[{"id":"go","label":"Connect now","url":"/integrations"},{"id":"later","label":"Later","action":"dismiss"}]}}],
+      "frequency":{"max_per_user":1},
+      "expires_after":"30m"})
+}
+
+#[tokio::test(start_paused = true)]
+async fn pro_without_integration_enters_at_exactly_5_days_while_connected() {
+    let srv = engine_server().await;
+    srv.put_ok("/v1/segments/pro-no-integration", pro_segment())
+        .await;
+    srv.put_ok("/v1/campaigns/connect-integration", connect_campaign())
+        .await;
+    let signed_up = srv.clock.now_ms() - (4 * 86_400_000 + 23 * 3_600_000);
+    let t = srv.token_with("u_pro", json!({"plan":"professional","first_name":"Ada","signed_up_at": beckon::clock::rfc3339(signed_up)}));
+    let mut ws = srv.connect().await;
+    send(&mut ws, json!({"type":"hello","token":t})).await;
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+    jump(Duration::from_secs(3599)).await;
+    assert_quiet(&mut ws).await;
+    jump(Duration::from_secs(2)).await;
+    let m = recv_message(&mut ws).await;
+    assert_eq!(m["campaign"], "connect-integration");
+    assert_eq!(m["message"]["body"], "Hi Ada, it takes two minutes.");
+    let (_, seg) = srv
+        .admin("GET", "/v1/segments/pro-no-integration", None)
+        .await;
+    assert_eq!(seg["live_members"], 1);
+    // Connecting an integration leaves the segment.
+    send(
+        &mut ws,
+        json!({"type":"track","id":"i1","event":"integration_connected"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    let (_, user) = srv.get_user("u_pro").await;
+    assert_eq!(user["segments"], json!([]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn entry_while_away_is_found_at_session_start() {
+    let srv = engine_server().await;
+    srv.put_ok("/v1/segments/pro-no-integration", pro_segment())
+        .await;
+    srv.put_ok("/v1/campaigns/connect-integration", connect_campaign())
+        .await;
+    let signed_up = beckon::clock::rfc3339(srv.clock.now_ms() - 4 * 86_400_000);
+    let (s, _) = srv
+        .admin(
+            "PATCH",
+            "/v1/users/u_away",
+            Some(json!({"attributes":{"plan":"professional","signed_up_at":signed_up}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, user) = srv.get_user("u_away").await;
+    assert_eq!(user["segments"], json!([]), "4 days in: not yet inside");
+    jump(2 * DAY).await;
+    let (mut ws, _) = srv.hello_long("u_away", json!({})).await;
+    let m = recv_message(&mut ws).await;
+    assert_eq!(
+        (m["campaign"].as_str(), m["message"]["body"].as_str()),
+        (
+            Some("connect-integration"),
+            Some("Hi there, it takes two minutes.")
+        )
+    );
+    // Re-entry after leaving fires again (the cap slot aside): leave, come back.
+    let (_, explain) = srv
+        .admin(
+            "GET",
+            "/v1/users/u_away/explain?campaign=connect-integration",
+            None,
+        )
+        .await;
+    assert_eq!(explain["decisions"][0]["outcome"], "delivered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn segment_reentry_fires_again() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/segments/pro",
+        json!({"conditions":{"attr":"plan","op":"eq","value":"pro"}}),
+    )
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/welcome-pro",
+        campaign(
+            "welcome-pro",
+            json!({"type":"segment_entry","segment":"pro"}),
+            banner("Welcome to Pro"),
+        ),
+    )
+    .await;
+    let (mut ws, _) = srv.hello_long("u_re", json!({})).await;
+    for plan in ["pro", "free", "pro"] {
+        srv.admin(
+            "PATCH",
+            "/v1/users/u_re",
+            Some(json!({"attributes":{"plan":plan}})),
+        )
+        .await;
+    }
+    assert_eq!(recv_message(&mut ws).await["campaign"], "welcome-pro");
+    assert_eq!(recv_message(&mut ws).await["campaign"], "welcome-pro");
+    assert_quiet(&mut ws).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_export_completed_fires_once() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/campaigns/first-export",
+        campaign(
+            "first-export",
+            json!({"type":"goal","event":"export_completed","count":1}),
+            banner("Your first export!"),
+        ),
+    )
+    .await;
+    let (mut ws, _) = srv.hello_long("u_exp", json!({})).await;
+    send(
+        &mut ws,
+        json!({"type":"track","id":"x1","event":"export_completed"}),
+    )
+    .await;
+    let m = recv_message(&mut ws).await;
+    assert_eq!(m["campaign"], "first-export");
+    send(
+        &mut ws,
+        json!({"type":"track","id":"x2","event":"export_completed"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn goal_conditions_fire_once_when_they_first_hold() {
+    let srv = engine_server().await;
+    let trig = json!({"type":"goal","conditions":{"event":"team_member_invited","count":{"op":"gte","value":3}}});
+    srv.put_ok(
+        "/v1/campaigns/team",
+        campaign("team", trig, banner("A real team now")),
+    )
+    .await;
+    let (mut ws, _) = srv.hello_long("u_team", json!({})).await;
+    for i in 0..5 {
+        send(
+            &mut ws,
+            json!({"type":"track","id":format!("t{i}"),"event":"team_member_invited"}),
+        )
+        .await;
+    }
+    let mut messages = 0;
+    let mut oks = 0;
+    while oks < 5 {
+        let v = recv(&mut ws).await;
+        match v["type"].as_str() {
+            Some("ok") => oks += 1,
+            Some("message") => messages += 1,
+            _ => {}
+        }
+    }
+    assert_quiet(&mut ws).await;
+    assert_eq!(messages, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clicked_upgrade_button_with_a_property_filter() {
+    let srv = engine_server().await;
+    let trig = json!({"type":"event","event":"clicked_upgrade","where":{"prop":"plan","op":"eq","value":"pro"}});
+    srv.put_ok(
+        "/v1/campaigns/upgrade",
+        campaign(
+            "upgrade",
+            trig,
+            json!({"kind":"slideout","title":"Pro","body":"Here is what you get"}),
+        ),
+    )
+    .await;
+    let (mut ws, _) = srv.hello_long("u_up", json!({})).await;
+    send(
+        &mut ws,
+        json!({"type":"track","id":"c1","event":"clicked_upgrade","properties":{"plan":"team"}}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await;
+    let started = std::time::Instant::now();
+    send(
+        &mut ws,
+        json!({"type":"track","id":"c2","event":"clicked_upgrade","properties":{"plan":"pro"}}),
+    )
+    .await;
+    let m = recv_message(&mut ws).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        (m["campaign"].as_str(), m["seq"].as_u64()),
+        (Some("upgrade"), Some(1))
+    );
+    assert!(m["delivery"].as_str().unwrap().starts_with("d_"));
+    assert!(m["expires_at"].is_string());
+    eprintln!("event -> message over the socket: {elapsed:?}");
+    // Each matching event fires (no caps).
+    send(
+        &mut ws,
+        json!({"type":"track","id":"c3","event":"clicked_upgrade","properties":{"plan":"pro"}}),
+    )
+    .await;
+    assert_eq!(recv_message(&mut ws).await["seq"], 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_sessions_firing_at_once_get_exactly_one_delivery_under_max_per_user_1() {
+    let srv = engine_server().await;
+    let mut c = campaign(
+        "once",
+        json!({"type":"event","event":"tick"}),
+        banner("Only once"),
+    );
+    c["frequency"] = json!({"max_per_user":1});
+    srv.put_ok("/v1/campaigns/once", c).await;
+    let (mut a, _) = srv.hello_long("u_two", json!({})).await;
+    let (mut b, _) = srv.hello_long("u_two", json!({})).await;
+    let ev = |id: &str| json!({"type":"track","id":id,"event":"tick"});
+    tokio::join!(send(&mut a, ev("a1")), send(&mut b, ev("b1")));
+    let mut got = 0;
+    for ws in [&mut a, &mut b] {
+        assert_eq!(recv(ws).await["type"], "ok");
+        got += drain_messages(ws).await;
+    }
+    assert_eq!(got, 1, "exactly one delivery across both sessions");
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_two/explain?campaign=once", None)
+        .await;
+    let outcomes: Vec<&str> = ex["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["capped", "delivered"]);
+    assert_eq!(ex["caps"]["max_per_user"]["ok"], false);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unseen_delivery_that_expires_gives_its_cap_slot_back() {
+    let srv = engine_server().await;
+    let mut c = campaign(
+        "nudge",
+        json!({"type":"event","event":"poke"}),
+        json!({"kind":"modal","title":"Hey","body":"Look"}),
+    );
+    c["frequency"] = json!({"max_per_user":1});
+    c["expires_after"] = json!("1m");
+    srv.put_ok("/v1/campaigns/nudge", c).await;
+    let (mut ws, _) = srv.hello_long("u_exp2", json!({})).await;
+    send(&mut ws, json!({"type":"track","id":"p1","event":"poke"})).await;
+    let first = recv_message(&mut ws).await;
+    send(&mut ws, json!({"type":"track","id":"p2","event":"poke"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await; // capped: the slot is reserved
+    jump(MIN + Duration::from_secs(1)).await;
+    let revoke = recv(&mut ws).await;
+    assert_eq!(
+        revoke,
+        json!({"type":"revoke","delivery":first["delivery"]})
+    );
+    send(&mut ws, json!({"type":"track","id":"p3","event":"poke"})).await;
+    let second = recv_message(&mut ws).await;
+    assert_ne!(second["delivery"], first["delivery"]);
+    // Seen this time: the impression commits the slot for good.
+    send(
+        &mut ws,
+        json!({"type":"engage","id":"g1","delivery":second["delivery"],"action":"impression"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    jump(2 * MIN).await;
+    send(&mut ws, json!({"type":"track","id":"p4","event":"poke"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await;
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_exp2/explain?campaign=nudge", None)
+        .await;
+    assert_eq!(ex["caps"]["max_per_user"]["seen"], 1);
+    let outcomes: Vec<&str> = ex["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec!["capped", "delivered", "expired", "capped", "delivered"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn control_users_are_recorded_and_sent_nothing() {
+    let srv = engine_server().await;
+    let c = json!({"id":"ctl","status":"active","trigger":{"type":"event","event":"go"},
+        "variants":[{"id":"control","weight":1,"control":true}]});
+    srv.put_ok("/v1/campaigns/ctl", c).await;
+    let (mut ws, _) = srv.hello_long("u_ctl", json!({})).await;
+    send(&mut ws, json!({"type":"track","id":"g","event":"go"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await;
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_ctl/explain?campaign=ctl", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "control");
+    assert_eq!(ex["variant"]["control"], true);
+    let (_, user) = srv.get_user("u_ctl").await;
+    assert_eq!(user["engagement"]["ctl"]["control"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn highest_priority_wins_and_one_modal_at_a_time() {
+    let srv = engine_server().await;
+    let modal = |t: &str| json!({"kind":"modal","title":t,"body":"b"});
+    let mut lo = campaign("lo", json!({"type":"event","event":"e"}), modal("low"));
+    lo["priority"] = json!(10);
+    let mut hi = campaign("hi", json!({"type":"event","event":"e"}), modal("high"));
+    hi["priority"] = json!(50);
+    srv.put_ok("/v1/campaigns/lo", lo).await;
+    srv.put_ok("/v1/campaigns/hi", hi).await;
+    srv.put_ok(
+        "/v1/campaigns/other",
+        campaign("other", json!({"type":"event","event":"f"}), modal("other")),
+    )
+    .await;
+    let (mut ws, _) = srv.hello_long("u_prio", json!({})).await;
+    send(&mut ws, json!({"type":"track","id":"e1","event":"e"})).await;
+    let m = recv_message(&mut ws).await;
+    assert_eq!(m["campaign"], "hi");
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_prio/explain?campaign=lo", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "lost_to_priority");
+    // Another modal while the first is open: dropped and recorded.
+    send(&mut ws, json!({"type":"track","id":"f1","event":"f"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await;
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_prio/explain?campaign=other", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "modal_busy");
+    // Dismissing the open modal frees the session.
+    send(
+        &mut ws,
+        json!({"type":"engage","id":"d1","delivery":m["delivery"],"action":"dismiss"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    send(&mut ws, json!({"type":"track","id":"f2","event":"f"})).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "other");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pausing_revokes_outstanding_unseen_deliveries() {
+    let srv = engine_server().await;
+    let c = campaign(
+        "promo",
+        json!({"type":"event","event":"e"}),
+        banner("Promo"),
+    );
+    srv.put_ok("/v1/campaigns/promo", c.clone()).await;
+    let (mut ws, _) = srv.hello_long("u_pause", json!({})).await;
+    send(&mut ws, json!({"type":"track","id":"e1","event":"e"})).await;
+    let m = recv_message(&mut ws).await;
+    let mut paused = c;
+    paused["status"] = json!("paused");
+    srv.put_ok("/v1/campaigns/promo", paused).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"revoke","delivery":m["delivery"]})
+    );
+    send(&mut ws, json!({"type":"track","id":"e2","event":"e"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await;
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_pause/explain?campaign=promo", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "revoked");
+    assert_eq!(ex["eligible"], false);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_for_users_away_wait_for_their_next_session() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/campaigns/srv",
+        campaign(
+            "srv",
+            json!({"type":"event","event":"invoice_paid"}),
+            banner("Thanks!"),
+        ),
+    )
+    .await;
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_later/events",
+            Some(json!({"events":[{"id":"i1","event":"invoice_paid"}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_later/explain?campaign=srv", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "pending");
+    let (mut ws, _) = srv.hello_long("u_later", json!({})).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "srv");
+}
+
+#[tokio::test(start_paused = true)]
+async fn explain_shows_conditions_values_and_verdicts_for_a_refused_user() {
+    let srv = engine_server().await;
+    let mut c = campaign("pro-only", json!({"type":"event","event":"e"}), banner("x"));
+    c["audience"] = json!({"conditions":{"all":[{"attr":"plan","op":"eq","value":"pro"},{"event":"login","count":{"op":"gte","value":2}}]}});
+    srv.put_ok("/v1/campaigns/pro-only", c).await;
+    let t = srv.token_with("u_free", json!({"plan":"free"}));
+    let (mut ws, _) = srv.hello_frame(json!({"type":"hello","token":t})).await;
+    send(&mut ws, json!({"type":"track","id":"l1","event":"login"})).await;
+    send(&mut ws, json!({"type":"track","id":"e1","event":"e"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    let (s, ex) = srv
+        .admin("GET", "/v1/users/u_free/explain?campaign=pro-only", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(ex["eligible"], false);
+    assert_eq!(ex["audience"]["verdict"], false);
+    let all = &ex["audience"]["conditions"]["all"];
+    assert_eq!(
+        (all[0]["value"].as_str(), all[0]["verdict"].as_bool()),
+        (Some("free"), Some(false))
+    );
+    assert_eq!(
+        (all[1]["value"].as_u64(), all[1]["verdict"].as_bool()),
+        (Some(1), Some(false))
+    );
+    assert_eq!(ex["decisions"][0]["outcome"], "not_in_audience");
+    let (s, _) = srv
+        .admin("GET", "/v1/users/u_free/explain?campaign=nope", None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = srv.admin("GET", "/v1/users/u_free/explain", None).await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn definitions_are_validated_listed_and_deleted() {
+    let srv = start().await;
+    let (s, b) = srv
+        .admin(
+            "PUT",
+            "/v1/segments/bad",
+            Some(json!({"conditions":{"attr":"plan","op":"equals","value":1}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["path"].as_str()),
+        (400, Some("conditions.op"))
+    );
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("starts_with"));
+    let (s, b) = srv.admin("PUT", "/v1/campaigns/c", Some(json!({"status":"active","trigger":{"type":"segment_entry","segment":"nope"},"variants":[]}))).await;
+    assert_eq!(
+        (s, b["error"]["path"].as_str()),
+        (400, Some("trigger.segment"))
+    );
+    srv.put_ok(
+        "/v1/segments/s1",
+        json!({"name":"S1","conditions":{"attr":"plan","op":"exists"}}),
+    )
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/c1",
+        json!({"status":"draft","trigger":{"type":"segment_entry","segment":"s1"},
+        "variants":[{"id":"a","message":{"kind":"custom","data":{"x":1}}}]}),
+    )
+    .await;
+    let (_, list) = srv.admin("GET", "/v1/segments", None).await;
+    assert_eq!(list["segments"][0]["id"], "s1");
+    let (_, list) = srv.admin("GET", "/v1/campaigns", None).await;
+    assert_eq!(list["campaigns"][0]["status"], "draft");
+    let (s, b) = srv.admin("DELETE", "/v1/segments/s1", None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(srv.admin("DELETE", "/v1/campaigns/c1", None).await.0, 204);
+    assert_eq!(srv.admin("DELETE", "/v1/segments/s1", None).await.0, 204);
+    assert_eq!(srv.admin("GET", "/v1/segments/s1", None).await.0, 404);
+    assert_eq!(srv.admin("DELETE", "/v1/campaigns/c1", None).await.0, 404);
+    let (s, _) = srv
+        .http()
+        .put(srv.url("/v1/segments/x"))
+        .json(&json!({}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn definitions_survive_a_restart() {
+    let mut srv = start().await;
+    srv.put_ok(
+        "/v1/segments/s",
+        json!({"conditions":{"attr":"plan","op":"eq","value":"pro"}}),
+    )
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/c",
+        campaign(
+            "c",
+            json!({"type":"segment_entry","segment":"s"}),
+            banner("hi"),
+        ),
+    )
+    .await;
+    srv.stop().await;
+    let cfg = base_config(srv.dir.path());
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    let srv2 = start_in(dir, cfg).await;
+    assert_eq!(
+        srv2.admin("GET", "/v1/campaigns/c", None).await.1["status"],
+        "active"
+    );
+    let (mut ws, _) = srv2.hello("u_restart").await;
+    srv2.admin(
+        "PATCH",
+        "/v1/users/u_restart",
+        Some(json!({"attributes":{"plan":"pro"}})),
+    )
+    .await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "c");
+}
