@@ -12,12 +12,13 @@
 # load-tests/results/history.md.
 #
 # Environment: BECKON_LT_NO_BUILD=1 skips the cargo build; BECKON_LT_PORT picks the
-# gateway port (floor = port + 1; default: a random port in 20000-29999).
+# gateway port (floor = port + 1; default: a random port in 20000-29999);
+# BECKON_LT_SESSIONS and BECKON_LT_ARGS replace the scenario's SESSIONS and ARGS.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 scenario="$1"; shift
@@ -39,6 +40,9 @@ file="$here/scenarios/$scenario.env"
 if [ "$quick" = 1 ]; then
   SESSIONS="$QUICK_SESSIONS"; PROCS="$QUICK_PROCS"; ARGS="$QUICK_ARGS"
 fi
+# Overrides for one-off runs, e.g. BECKON_LT_ARGS="--rates 10000 --keep-going".
+SESSIONS="${BECKON_LT_SESSIONS:-$SESSIONS}"
+ARGS="${BECKON_LT_ARGS:-$ARGS}"
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target_dir/release"

@@ -100,7 +100,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(args.listen)?;
-    // Same backlog as a tokio TcpListener::bind (what the gateway uses).
+    // An explicit backlog of 1024 (the gateway currently listens with 128: see RESULTS.md).
     let listener: TcpListener = socket.listen(1024)?;
     eprintln!("echo-floor listening on {}", args.listen);
     let shared = Arc::new(Shared {
