@@ -156,9 +156,12 @@ impl<'a> Ctx<'a> {
             detail,
             variant: variant.map(str::to_string),
             delivery: delivery.map(str::to_string),
+            repeats: 0,
+            first_at: None,
         });
+        // Decisions alone do not force a write: they are persisted with the next
+        // material change of the user's engine state (see docs/campaigns.md).
         self.fx.decisions.push(outcome);
-        self.dirty = true;
     }
 
     /// Applies one mutation and evaluates what it makes due.
@@ -368,6 +371,7 @@ impl<'a> Ctx<'a> {
                 let cap = st.engine.caps.entry(c.id.clone()).or_default();
                 cap.committed += 1;
                 cap.last_committed = Some(self.now);
+                self.dirty = true;
                 st.count(
                     self.user,
                     format!("$engage:{}:control", c.id),
@@ -421,6 +425,7 @@ impl<'a> Ctx<'a> {
     ) {
         let delivery = crate::ids::delivery_id();
         let expires_at = self.now + c.expires_after;
+        self.dirty = true;
         st.count(
             self.user,
             engagement_key(&c.id, Did::Delivered),

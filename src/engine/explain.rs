@@ -115,6 +115,9 @@ pub async fn explain(
                 .map(|d| {
                     let mut v = serde_json::to_value(d).unwrap_or_default();
                     v["at"] = json!(rfc3339(d.at));
+                    if let Some(f) = d.first_at {
+                        v["first_at"] = json!(rfc3339(f));
+                    }
                     v
                 })
                 .collect();

@@ -370,6 +370,20 @@ async fn run<T>(
     result
 }
 
+/// Runs one engine step on a user state that is not in the profile store and commits
+/// nothing: the pure evaluation cost, for benchmarks. Returns the mutation's outcome and
+/// the number of writes the step would commit.
+#[doc(hidden)]
+pub fn step_detached(app: &Arc<App>, user: &Arc<str>, state: &mut crate::profile::UserState, m: Mutation) -> (Outcome, usize) {
+    let rs = app.engine.rules.load();
+    let mut effects = Effects::default();
+    let mut ops = Vec::new();
+    let mut ctx = decide::Ctx::new(app, &rs, user, app.clock.now_ms(), None, &mut effects);
+    let outcome = ctx.apply_mutation(state, m, &mut ops);
+    ctx.finish(state, &mut ops);
+    (outcome, ops.len())
+}
+
 /// Applies mutations from any door and evaluates what they make due. `session` is the
 /// session where they happened (deliveries go there first).
 pub async fn ingest(

@@ -103,6 +103,17 @@ pub struct Decision {
     /// Delivery id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<String>,
+    /// How many more times the same decision was taken since `first_at` (consecutive
+    /// repeats, e.g. a capped campaign, are folded into one entry).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
+    /// When the first of the folded decisions was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_at: Option<Millis>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The engine's state for one user.
@@ -129,8 +140,19 @@ pub struct EngineState {
 }
 
 impl EngineState {
-    /// Records a decision, keeping the most recent ones.
+    /// Records a decision, keeping the most recent ones; a repeat of the campaign's last
+    /// decision (same outcome, cause and detail, no delivery) is folded into it.
     pub fn decide(&mut self, d: Decision) {
+        if d.delivery.is_none() {
+            if let Some(last) = self.decisions.iter_mut().rev().find(|x| x.campaign == d.campaign) {
+                if last.outcome == d.outcome && last.cause == d.cause && last.detail == d.detail && last.delivery.is_none() {
+                    last.first_at.get_or_insert(last.at);
+                    last.at = d.at;
+                    last.repeats += 1;
+                    return;
+                }
+            }
+        }
         self.decisions.push_back(d);
         while self.decisions.len() > MAX_DECISIONS {
             self.decisions.pop_front();
