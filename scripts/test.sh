@@ -34,8 +34,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$addr" ] || { echo "beckon did not start:"; cat "$data/log"; exit 1; }
-export BECKON_URL="http://$addr" BECKON_BIN="$root/target/debug/beckon"
-# Campaign tests (BECKON_ADMIN_TOKEN) join once the campaign engine is in.
+export BECKON_URL="http://$addr" BECKON_BIN="$root/target/debug/beckon" BECKON_ADMIN_TOKEN=beckon-dev-admin
+# BECKON_ADMIN_TOKEN lets the SDK tests create campaigns on the dev gateway.
 npm run test:node
 npm run test:e2e
 
