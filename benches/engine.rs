@@ -19,12 +19,19 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Map, Value};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn app(rt: &tokio::runtime::Runtime) -> (beckon::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().into(), ..Config::default() };
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().into(),
+        ..Config::default()
+    };
     cfg.jwt.secret = Some("bench".into());
     cfg.admin_token = Some("bench".into());
     cfg.store.fsync = false;
@@ -33,7 +40,12 @@ fn app(rt: &tokio::runtime::Runtime) -> (beckon::Running, tempfile::TempDir) {
 }
 
 fn event(name: &str, props: Value) -> Mutation {
-    Mutation::Event { id: None, name: name.into(), properties: props.as_object().cloned().unwrap_or_default(), at: None }
+    Mutation::Event {
+        id: None,
+        name: name.into(),
+        properties: props.as_object().cloned().unwrap_or_default(),
+        at: None,
+    }
 }
 
 fn campaign(id: &str, event: &str, plan: &str, max_per_user: Option<u64>) -> Value {
@@ -51,7 +63,13 @@ fn bench_events(c: &mut Criterion) {
     rt.block_on(async {
         for i in 0..10_000 {
             let ev = format!("e{}", i % 1000);
-            engine::put_campaign(&app, &format!("c{i}"), &campaign(&format!("c{i}"), &ev, "pro", Some(1))).await.unwrap();
+            engine::put_campaign(
+                &app,
+                &format!("c{i}"),
+                &campaign(&format!("c{i}"), &ev, "pro", Some(1)),
+            )
+            .await
+            .unwrap();
         }
     });
     let user: Arc<str> = Arc::from("bench-user");
@@ -69,7 +87,9 @@ fn bench_events(c: &mut Criterion) {
     rt.block_on(async {
         for i in 0..10 {
             let id = format!("d{i}");
-            engine::put_campaign(&app, &id, &campaign(&id, "e1", "pro", None)).await.unwrap();
+            engine::put_campaign(&app, &id, &campaign(&id, "e1", "pro", None))
+                .await
+                .unwrap();
         }
     });
     let mut fresh = UserState::default();
@@ -105,7 +125,16 @@ fn bench_segments(c: &mut Criterion) {
             flip = !flip;
             let mut attrs = Map::new();
             attrs.insert("plan".into(), json!(if flip { "pro" } else { "free" }));
-            engine::step_detached(&app, &user, &mut state, Mutation::Attributes { id: None, attributes: attrs, trusted: true })
+            engine::step_detached(
+                &app,
+                &user,
+                &mut state,
+                Mutation::Attributes {
+                    id: None,
+                    attributes: attrs,
+                    trusted: true,
+                },
+            )
         })
     });
     rt.block_on(running.shutdown());

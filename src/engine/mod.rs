@@ -374,7 +374,12 @@ async fn run<T>(
 /// nothing: the pure evaluation cost, for benchmarks. Returns the mutation's outcome and
 /// the number of writes the step would commit.
 #[doc(hidden)]
-pub fn step_detached(app: &Arc<App>, user: &Arc<str>, state: &mut crate::profile::UserState, m: Mutation) -> (Outcome, usize) {
+pub fn step_detached(
+    app: &Arc<App>,
+    user: &Arc<str>,
+    state: &mut crate::profile::UserState,
+    m: Mutation,
+) -> (Outcome, usize) {
     let rs = app.engine.rules.load();
     let mut effects = Effects::default();
     let mut ops = Vec::new();

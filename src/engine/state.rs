@@ -144,8 +144,17 @@ impl EngineState {
     /// decision (same outcome, cause and detail, no delivery) is folded into it.
     pub fn decide(&mut self, d: Decision) {
         if d.delivery.is_none() {
-            if let Some(last) = self.decisions.iter_mut().rev().find(|x| x.campaign == d.campaign) {
-                if last.outcome == d.outcome && last.cause == d.cause && last.detail == d.detail && last.delivery.is_none() {
+            if let Some(last) = self
+                .decisions
+                .iter_mut()
+                .rev()
+                .find(|x| x.campaign == d.campaign)
+            {
+                if last.outcome == d.outcome
+                    && last.cause == d.cause
+                    && last.detail == d.detail
+                    && last.delivery.is_none()
+                {
                     last.first_at.get_or_insert(last.at);
                     last.at = d.at;
                     last.repeats += 1;
