@@ -7,6 +7,7 @@
 //!   segments (of 1,000) that read it.
 //! - `publish/goal_campaign_19k_users`: publishing a goal-condition campaign evaluated
 //!   for 19,000 users held in memory (condition false: evaluation without writes).
+//!
 //! Run: `cargo bench --bench engine`.
 
 use std::sync::Arc;

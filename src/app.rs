@@ -199,6 +199,9 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
         .await
         .map_err(anyhow::Error::msg)?;
     let timers = crate::engine::start_timers(&app);
+    if app.cfg.dev {
+        crate::dev::seed(&app).await;
+    }
     tracing::info!(%addr, max_connections, fd_limit, "beckon listening");
     let accept = tokio::spawn(crate::gateway::accept_loop(
         app.clone(),

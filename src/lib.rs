@@ -7,11 +7,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dev;
 pub mod duration;
 pub mod engine;
 pub mod gateway;

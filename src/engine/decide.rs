@@ -13,6 +13,7 @@ use super::definitions::{Audience, Campaign, Trigger};
 use super::ruleset::{Change, Ruleset};
 use super::state::{Decision, Pending, Reservation};
 use super::timers::TimerKey;
+use crate::analytics::{self, metric};
 use crate::app::App;
 use crate::clock::Millis;
 use crate::gateway::registry::{self, Session};
@@ -223,6 +224,9 @@ impl<'a> Ctx<'a> {
         props: Option<&Map<String, Value>>,
         ops: &mut Vec<WriteOp>,
     ) {
+        if let Change::Event(name) = &change {
+            self.attribute_conversions(st, name, ops);
+        }
         let entered = self.update_segments(st, &change);
         let mut cands: Vec<(Arc<Campaign>, String)> = Vec::new();
         for seg in &entered {
@@ -271,6 +275,65 @@ impl<'a> Ctx<'a> {
             }
         }
         self.decide(st, cands, ops);
+    }
+
+    /// A goal event converts every impression (and control exposure) of a campaign
+    /// with that goal that happened within the goal window before it, once each.
+    fn attribute_conversions(&mut self, st: &mut UserState, event: &str, ops: &mut Vec<WriteOp>) {
+        let Some(campaigns) = self.rs.by_goal_event.get(event) else {
+            return;
+        };
+        for c in campaigns {
+            let Some(goal) = &c.goal else { continue };
+            let Some(cap) = st.engine.caps.get_mut(&c.id) else {
+                continue;
+            };
+            let horizon = self.now - goal.within;
+            let converted: Vec<(String, String)> = cap
+                .impressions
+                .iter()
+                .filter(|(_, _, at)| *at >= horizon && *at <= self.now)
+                .map(|(d, v, _)| (d.clone(), v.clone()))
+                .collect();
+            let control: Vec<String> = cap
+                .controls
+                .iter()
+                .filter(|(_, at)| *at >= horizon && *at <= self.now)
+                .map(|(v, _)| v.clone())
+                .collect();
+            // Converted or out of the window: either way they can no longer convert.
+            cap.impressions.retain(|(_, _, at)| *at > self.now);
+            cap.controls.retain(|(_, at)| *at > self.now);
+            if converted.is_empty() && control.is_empty() {
+                continue;
+            }
+            self.dirty = true;
+            for (_, variant) in &converted {
+                ops.push(analytics::count(
+                    &c.id,
+                    variant,
+                    metric::CONVERT,
+                    self.user,
+                    self.now,
+                ));
+                st.count(
+                    self.user,
+                    engagement_key(&c.id, Did::Convert),
+                    self.now,
+                    self.app.profiles.config(),
+                    ops,
+                );
+            }
+            for variant in &control {
+                ops.push(analytics::count(
+                    &c.id,
+                    variant,
+                    metric::CONTROL_CONVERT,
+                    self.user,
+                    self.now,
+                ));
+            }
+        }
     }
 
     /// The session a delivery goes to: the cause's, else the most recently active one.
@@ -371,7 +434,18 @@ impl<'a> Ctx<'a> {
                 let cap = st.engine.caps.entry(c.id.clone()).or_default();
                 cap.committed += 1;
                 cap.last_committed = Some(self.now);
+                cap.controls.push((variant.id.clone(), self.now));
+                if cap.controls.len() > MAX_IMPRESSIONS {
+                    cap.controls.remove(0);
+                }
                 self.dirty = true;
+                ops.push(analytics::count(
+                    &c.id,
+                    &variant.id,
+                    metric::CONTROL,
+                    self.user,
+                    self.now,
+                ));
                 st.count(
                     self.user,
                     format!("$engage:{}:control", c.id),
@@ -426,6 +500,13 @@ impl<'a> Ctx<'a> {
         let delivery = crate::ids::delivery_id();
         let expires_at = self.now + c.expires_after;
         self.dirty = true;
+        ops.push(analytics::count(
+            &c.id,
+            variant,
+            metric::DELIVERED,
+            self.user,
+            self.now,
+        ));
         st.count(
             self.user,
             engagement_key(&c.id, Did::Delivered),
@@ -671,6 +752,28 @@ impl<'a> Ctx<'a> {
             .first_time(format!("{}:{}:{}", d.id, action.as_str(), button))
         {
             self.dirty = true;
+            let m = match action {
+                EngageAction::Impression => metric::IMPRESSION,
+                EngageAction::Click => metric::CLICK,
+                EngageAction::Dismiss => metric::DISMISS,
+            };
+            ops.push(analytics::count(
+                &d.campaign,
+                &d.variant,
+                m,
+                self.user,
+                self.now,
+            ));
+            if action == EngageAction::Click {
+                let per_button = format!("click:{button}");
+                ops.push(analytics::count(
+                    &d.campaign,
+                    &d.variant,
+                    &per_button,
+                    self.user,
+                    self.now,
+                ));
+            }
             st.count(
                 self.user,
                 engagement_key(&d.campaign, did),

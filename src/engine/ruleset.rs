@@ -43,6 +43,8 @@ pub struct Ruleset {
     pub goal_conds: Vec<Arc<Campaign>>,
     /// Active inactivity and session-duration campaigns.
     pub session_timed: Vec<Arc<Campaign>>,
+    /// Campaigns (any status) by conversion goal event, for attribution.
+    pub by_goal_event: HashMap<String, Vec<Arc<Campaign>>>,
     seg_by_event: HashMap<String, Vec<String>>,
     seg_by_attr: HashMap<String, Vec<String>>,
     seg_by_campaign: HashMap<String, Vec<String>>,
@@ -99,6 +101,12 @@ impl Ruleset {
         }
         for c in &campaigns {
             r.campaigns.insert(c.id.clone(), c.clone());
+            if let Some(g) = &c.goal {
+                r.by_goal_event
+                    .entry(g.event.clone())
+                    .or_default()
+                    .push(c.clone());
+            }
             let mut deps = super::condition::Deps::default();
             if let super::definitions::Audience::Conditions(cond, _) = &c.audience {
                 cond.deps(&mut deps);

@@ -43,9 +43,12 @@ pub struct CapState {
     /// Deliveries not yet seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved: Vec<Reservation>,
-    /// Impressions attributed, for conversions: `(delivery, variant, at)`.
+    /// Impressions not yet converted, for attribution: `(delivery, variant, at)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub impressions: Vec<(String, String, Millis)>,
+    /// Control exposures not yet converted: `(variant, at)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<(String, Millis)>,
 }
 
 impl CapState {

@@ -76,7 +76,12 @@ pub async fn list_segments(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&app, &headers)?;
     let rs = app.engine.rules.load_full();
-    let mut items: Vec<Value> = rs.segments.values().map(|s| s.raw.clone()).collect();
+    let mut items = Vec::new();
+    for s in rs.segments.values() {
+        let mut v = s.raw.clone();
+        v["live_members"] = json!(engine::live_members(&app, &s.id).await);
+        items.push(v);
+    }
     items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     Ok(Json(json!({"segments": items})))
 }
@@ -150,4 +155,109 @@ pub async fn explain(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no user `{id}`")))
+}
+
+/// `GET /v1/campaigns/{id}/stats?from=&to=&interval=hour|day` (JSON, or CSV with
+/// `Accept: text/csv` / `?format=csv`).
+pub async fn stats(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::analytics::{self, Interval, HOUR_MS};
+    require_admin(&app, &headers)?;
+    let camp = app
+        .engine
+        .rules
+        .load()
+        .campaigns
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no campaign `{id}`")))?;
+    let now = app.clock.now_ms();
+    let ts = |k: &str, default: i64| -> Result<i64, ApiError> {
+        match q.get(k) {
+            None => Ok(default),
+            Some(s) => crate::clock::parse_rfc3339(s)
+                .ok_or_else(|| ApiError::invalid(k, "an RFC 3339 timestamp")),
+        }
+    };
+    let to = ts("to", now)?;
+    let from = ts("from", to - 7 * 86_400_000)?;
+    if from >= to {
+        return Err(ApiError::invalid("from", "must be before `to`"));
+    }
+    let interval = match q.get("interval") {
+        None => Interval::Day,
+        Some(s) => {
+            Interval::parse(s).ok_or_else(|| ApiError::invalid("interval", "hour or day"))?
+        }
+    };
+    let (from_h, to_h) = (
+        from.div_euclid(HOUR_MS),
+        (to + HOUR_MS - 1).div_euclid(HOUR_MS),
+    );
+    let rows = app.store.stats(&id, from_h, to_h).await?;
+    let uniques = app.store.stat_uniques(&id, from_h, to_h).await?;
+    let controls: Vec<String> = camp
+        .variants
+        .iter()
+        .filter(|v| v.control)
+        .map(|v| v.id.clone())
+        .collect();
+    let body = analytics::summarize(&id, from, to, interval, &controls, &rows, &uniques);
+    let wants_csv = q.get("format").is_some_and(|f| f == "csv")
+        || headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv"));
+    if wants_csv {
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            analytics::to_csv(&body),
+        )
+            .into_response());
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v1/overview`: live figures for the dashboard.
+pub async fn overview(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    use crate::metrics::{DoorLabel, OutcomeLabel};
+    require_admin(&app, &headers)?;
+    let m = &app.metrics;
+    let events: u64 = ["ws", "rest", "segment"]
+        .iter()
+        .map(|door| m.events.get_or_create(&DoorLabel { door }).get())
+        .sum();
+    let mut decisions = serde_json::Map::new();
+    for outcome in [
+        "delivered",
+        "pending",
+        "control",
+        "capped",
+        "not_in_audience",
+        "outside_schedule",
+        "lost_to_priority",
+        "modal_busy",
+        "expired",
+        "revoked",
+    ] {
+        decisions.insert(
+            outcome.into(),
+            json!(m.decisions.get_or_create(&OutcomeLabel { outcome }).get()),
+        );
+    }
+    Ok(Json(json!({
+        "sessions": m.sessions.get(),
+        "connections": m.connections.get(),
+        "events_total": events,
+        "decisions": decisions,
+        "campaigns": app.engine.rules.load().campaigns.len(),
+        "server_time": crate::clock::rfc3339(app.clock.now_ms()),
+    })))
 }

@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 mod segment;
 mod users;
+mod web;
 
 use std::sync::Arc;
 
@@ -55,6 +56,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/track", post(segment::track))
         .route("/v1/identify", post(segment::identify))
         .route("/v1/page", post(segment::page))
+        .route("/v1/campaigns/{id}/stats", get(admin::stats))
+        .route("/v1/overview", get(admin::overview))
+        .route("/dashboard", get(web::dashboard_root))
+        .route("/dashboard/", get(web::dashboard_index))
+        .route("/dashboard/{*path}", get(web::dashboard))
+        .route("/demo", get(web::demo_root))
+        .route("/demo/", get(web::demo_index))
+        .route("/demo/token", get(web::demo_token))
+        .route("/demo/plan", post(web::demo_plan))
+        .route("/demo/{*path}", get(web::demo))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -215,6 +215,19 @@ pub enum WriteOp {
         /// When.
         at: Millis,
     },
+    /// Count one analytics fact (and its user, for unique counts).
+    Stat {
+        /// Campaign id.
+        campaign: String,
+        /// Variant id.
+        variant: String,
+        /// Hour since the epoch.
+        hour: i64,
+        /// Metric name.
+        metric: String,
+        /// User id.
+        user: String,
+    },
     /// Retention: drop history, dedup ids and sessions older than the given instants.
     Prune {
         /// Events before this go.
@@ -273,6 +286,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Analytics counts of a campaign for hours in `[from_hour, to_hour)`.
+    async fn stats(
+        &self,
+        campaign: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<crate::analytics::Rows, StoreError>;
+
+    /// Unique users per (variant, metric) of a campaign for hours in `[from_hour, to_hour)`.
+    async fn stat_uniques(
+        &self,
+        campaign: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<crate::analytics::Uniques, StoreError>;
 
     /// Every saved definition of a kind, as `(id, JSON body)`.
     async fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError>;

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS outbox (session TEXT NOT NULL, seq INTEGER NOT NULL, 
 CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, user TEXT NOT NULL, campaign TEXT NOT NULL, variant TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS engagement (delivery TEXT NOT NULL, action TEXT NOT NULL, button TEXT NOT NULL, user TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (delivery, action, button)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS user_engine (user TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stats (campaign TEXT NOT NULL, variant TEXT NOT NULL, hour INTEGER NOT NULL, metric TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (campaign, hour, variant, metric)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stat_users (campaign TEXT NOT NULL, variant TEXT NOT NULL, hour INTEGER NOT NULL, metric TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (campaign, hour, variant, metric, user)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS definitions (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 ";
 
@@ -279,6 +281,21 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                     .execute(params![kind, id])?;
             }
         },
+        WriteOp::Stat {
+            campaign,
+            variant,
+            hour,
+            metric,
+            user,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO stats (campaign, variant, hour, metric, n) VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT (campaign, hour, variant, metric) DO UPDATE SET n = n + 1",
+            )?
+            .execute(params![campaign, variant, hour, metric])?;
+            tx.prepare_cached("INSERT OR IGNORE INTO stat_users (campaign, variant, hour, metric, user) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![campaign, variant, hour, metric, user])?;
+        }
         WriteOp::Prune {
             history_before,
             history_max_events,
@@ -460,6 +477,46 @@ impl Store for SqliteStore {
                     .optional()
                 })
                 .map_err(err)
+        })
+        .await
+    }
+
+    async fn stats(
+        &self,
+        campaign: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<crate::analytics::Rows, StoreError> {
+        let campaign = campaign.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT variant, hour, metric, n FROM stats WHERE campaign = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![campaign, from_hour, to_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64)))
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn stat_uniques(
+        &self,
+        campaign: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<crate::analytics::Uniques, StoreError> {
+        let campaign = campaign.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT variant, metric, COUNT(DISTINCT user) FROM stat_users WHERE campaign = ?1 AND hour >= ?2 AND hour < ?3 GROUP BY variant, metric",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![campaign, from_hour, to_hour], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
         })
         .await
     }

@@ -29,21 +29,22 @@ use worker::{Command, Report, WorkerCfg};
 const DEV_SECRET: &str = "beckon-dev-secret-NOT-FOR-PRODUCTION";
 
 #[derive(Parser)]
-#[command(version, about = "Load generator for the Beckon gateway and its echo floor")]
+#[command(
+    version,
+    about = "Load generator for the Beckon gateway and its echo floor"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once from the command line
 enum Cmd {
     /// Run one scenario against a target and report.
     Run(RunArgs),
     /// Markdown table of a gateway result against a floor result (ratio = gateway / floor).
-    Compare {
-        gateway: PathBuf,
-        floor: PathBuf,
-    },
+    Compare { gateway: PathBuf, floor: PathBuf },
     /// Internal: one generator process, driven by `run` over stdin/stdout.
     #[command(hide = true)]
     Worker { cfg: String },
@@ -375,8 +376,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pids = workers.pids();
     let connected = ready.sum(|r| r.connected);
     let failed = ready.sum(|r| r.connect_failed);
-    let first = ready.reports.iter().map(|r| r.first_start_ms).min().unwrap_or(0);
-    let last = ready.reports.iter().map(|r| r.last_welcome_ms).max().unwrap_or(0);
+    let first = ready
+        .reports
+        .iter()
+        .map(|r| r.first_start_ms)
+        .min()
+        .unwrap_or(0);
+    let last = ready
+        .reports
+        .iter()
+        .map(|r| r.last_welcome_ms)
+        .max()
+        .unwrap_or(0);
     let window_s = (last.saturating_sub(first)) as f64 / 1000.0;
     let conn = ready.hist(|r| &r.connect);
     detail.insert(
@@ -384,11 +395,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         json!({"connected": connected, "failed": failed, "window_s": window_s,
                "latency": conn, "errors": ready.errors()}),
     );
-    figures.push(fig("sessions connected", connected as f64, "sessions", "higher"));
+    figures.push(fig(
+        "sessions connected",
+        connected as f64,
+        "sessions",
+        "higher",
+    ));
     figures.push(fig("connect failures", failed as f64, "sessions", "lower"));
     figures.push(fig(
         "handshakes/s",
-        if window_s > 0.0 { connected as f64 / window_s } else { 0.0 },
+        if window_s > 0.0 {
+            connected as f64 / window_s
+        } else {
+            0.0
+        },
         "sessions/s",
         "higher",
     ));
@@ -404,7 +424,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let outcome = scenario(&args, &sampler, &mut workers, &pids, connected, before, &mut figures, &mut detail).await;
+    let outcome = scenario(
+        &args,
+        &sampler,
+        &mut workers,
+        &pids,
+        connected,
+        before,
+        &mut figures,
+        &mut detail,
+    )
+    .await;
     workers.exit().await?;
     outcome?;
 
@@ -430,11 +460,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let bad: Vec<&Figure> = figures
             .iter()
             .filter(|f| {
-                matches!(f.name.as_str(), "connect failures" | "storm: failed" | "storm: not resumed (new session)")
-                    && f.value > 0.0
+                matches!(
+                    f.name.as_str(),
+                    "connect failures" | "storm: failed" | "storm: not resumed (new session)"
+                ) && f.value > 0.0
             })
             .collect();
-        if !bad.is_empty() || detail.get("steps").is_some_and(|s| s.as_array().is_some_and(|a| a.iter().any(|x| x["missing"].as_u64() != Some(0)))) {
+        if !bad.is_empty()
+            || detail.get("steps").is_some_and(|s| {
+                s.as_array()
+                    .is_some_and(|a| a.iter().any(|x| x["missing"].as_u64() != Some(0)))
+            })
+        {
             bail!("strict: failures in a run that should have none: {bad:?}");
         }
     }
@@ -462,7 +499,12 @@ async fn scenario(
             let held = sampler.target();
             if let (Some(b), Some(a)) = (before, held) {
                 figures.push(fig("target RSS before", b.rss_kib as f64, "KiB", "info"));
-                figures.push(fig("target RSS with sessions", a.rss_kib as f64, "KiB", "info"));
+                figures.push(fig(
+                    "target RSS with sessions",
+                    a.rss_kib as f64,
+                    "KiB",
+                    "info",
+                ));
                 figures.push(fig(
                     "target RSS per idle session",
                     per(a.rss_kib.saturating_sub(b.rss_kib)),
@@ -494,7 +536,9 @@ async fn scenario(
                                 warmup_s: args.warmup_s,
                                 grace_s: args.grace_s,
                             },
-                            Duration::from_secs_f64(args.warmup_s + args.duration_s + args.grace_s + 60.0),
+                            Duration::from_secs_f64(
+                                args.warmup_s + args.duration_s + args.grace_s + 60.0,
+                            ),
                         )
                         .await?,
                 };
@@ -523,13 +567,33 @@ async fn scenario(
                 let r = rate as u64;
                 figures.push(fig(format!("ok p50 @ {r}/s"), ok.p50_ms, "ms", "lower"));
                 figures.push(fig(format!("ok p99 @ {r}/s"), ok.p99_ms, "ms", "lower"));
-                figures.push(fig(format!("acked/s @ {r}/s"), achieved, "events/s", "higher"));
+                figures.push(fig(
+                    format!("acked/s @ {r}/s"),
+                    achieved,
+                    "events/s",
+                    "higher",
+                ));
                 if args.trigger_share > 0.0 {
-                    figures.push(fig(format!("event→message p50 @ {r}/s"), msg.p50_ms, "ms", "lower"));
-                    figures.push(fig(format!("event→message p99 @ {r}/s"), msg.p99_ms, "ms", "lower"));
+                    figures.push(fig(
+                        format!("event→message p50 @ {r}/s"),
+                        msg.p50_ms,
+                        "ms",
+                        "lower",
+                    ));
+                    figures.push(fig(
+                        format!("event→message p99 @ {r}/s"),
+                        msg.p99_ms,
+                        "ms",
+                        "lower",
+                    ));
                 }
                 if !target_cpu.is_nan() {
-                    figures.push(fig(format!("target CPU @ {r}/s"), target_cpu, "% of a core", "lower"));
+                    figures.push(fig(
+                        format!("target CPU @ {r}/s"),
+                        target_cpu,
+                        "% of a core",
+                        "lower",
+                    ));
                 }
                 eprintln!(
                     "step {r}/s: acked {achieved:.0}/s ok p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.1} ms, missing {missing}, errors {n_errors}, send lag p99 {:.2} ms, target CPU {target_cpu:.0}%, generator CPU {gen_cpu:.0}% → {}",
@@ -572,7 +636,12 @@ async fn scenario(
             figures.push(fig("storm: reconnect p50", s.p50_ms, "ms", "lower"));
             figures.push(fig("storm: reconnect p99", s.p99_ms, "ms", "lower"));
             figures.push(fig("storm: resumed", resumed as f64, "sessions", "higher"));
-            figures.push(fig("storm: not resumed (new session)", new as f64, "sessions", "lower"));
+            figures.push(fig(
+                "storm: not resumed (new session)",
+                new as f64,
+                "sessions",
+                "lower",
+            ));
             figures.push(fig("storm: failed", failed as f64, "sessions", "lower"));
             figures.push(fig(
                 "storm: reconnects/s",
@@ -581,7 +650,12 @@ async fn scenario(
                 "higher",
             ));
             if let (Some(a), Some(b)) = (t0, t1) {
-                figures.push(fig("target CPU during storm", procstat::cpu_percent(&a, &b), "% of a core", "lower"));
+                figures.push(fig(
+                    "target CPU during storm",
+                    procstat::cpu_percent(&a, &b),
+                    "% of a core",
+                    "lower",
+                ));
             }
             detail.insert(
                 "storm".into(),
@@ -615,7 +689,9 @@ fn print_table(args: &RunArgs, figures: &[Figure]) {
 
 fn compare(gateway: &PathBuf, floor: &PathBuf) -> anyhow::Result<()> {
     let read = |p: &PathBuf| -> anyhow::Result<serde_json::Value> {
-        Ok(serde_json::from_str(&std::fs::read_to_string(p).with_context(|| p.display().to_string())?)?)
+        Ok(serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+        )?)
     };
     let (g, f) = (read(gateway)?, read(floor)?);
     let figs = |v: &serde_json::Value| -> Vec<Figure> {
@@ -629,11 +705,17 @@ fn compare(gateway: &PathBuf, floor: &PathBuf) -> anyhow::Result<()> {
     for gf in figs(&g) {
         let ff = floor_figs.iter().find(|x| x.name == gf.name);
         let (fv, ratio) = match ff {
-            Some(ff) if ff.value != 0.0 => (format!("{:.2}", ff.value), format!("{:.2}", gf.value / ff.value)),
+            Some(ff) if ff.value != 0.0 => (
+                format!("{:.2}", ff.value),
+                format!("{:.2}", gf.value / ff.value),
+            ),
             Some(ff) => (format!("{:.2}", ff.value), "–".into()),
             None => ("–".into(), "–".into()),
         };
-        println!("| {} ({}) | {:.2} | {} | {} |", gf.name, gf.unit, gf.value, fv, ratio);
+        println!(
+            "| {} ({}) | {:.2} | {} | {} |",
+            gf.name, gf.unit, gf.value, fv, ratio
+        );
     }
     Ok(())
 }
