@@ -216,8 +216,10 @@ async fn run(cfg: WorkerCfg) -> anyhow::Result<()> {
     let start = Instant::now();
     for j in 0..n {
         if ctx.cfg.connect_rate > 0.0 {
-            tokio::time::sleep_until(start + Duration::from_secs_f64(j as f64 / ctx.cfg.connect_rate))
-                .await;
+            tokio::time::sleep_until(
+                start + Duration::from_secs_f64(j as f64 / ctx.cfg.connect_rate),
+            )
+            .await;
         }
         let permit = ctx.sem.clone().acquire_owned().await?;
         tokio::spawn(session_task(ctx.clone(), j, permit, phase_rx.clone()));
@@ -303,7 +305,11 @@ fn emit(tag: &str, r: &Report) -> anyhow::Result<()> {
 
 /// Opens one session: TCP from the session's source address, WebSocket upgrade, `hello`,
 /// then waits for `welcome`.
-async fn open(ctx: &Ctx, g: usize, resume: Option<(&str, u64)>) -> anyhow::Result<(Ws, proto::Incoming)> {
+async fn open(
+    ctx: &Ctx,
+    g: usize,
+    resume: Option<(&str, u64)>,
+) -> anyhow::Result<(Ws, proto::Incoming)> {
     let src = ctx.cfg.sources[g % ctx.cfg.sources.len()];
     let sock = TcpSocket::new_v4().context("socket")?;
     sock.bind(SocketAddr::new(src.into(), 0)).context("bind")?;
