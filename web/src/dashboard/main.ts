@@ -150,7 +150,9 @@ function startLive(live: HTMLElement, chartBox: HTMLElement, decisions: HTMLElem
       if (rates.x.length) {
         const data: uPlot.AlignedData = [rates.x, rates.y];
         if (!plot) plot = lineChart(chartBox, data, [{ label: 'events/s', stroke: '#4f46e5', fill: 'rgba(79,70,229,.08)', value: (_u, v) => (v == null ? '—' : v.toFixed(1)) }], 180,
-          { scales: { x: { time: true, range: (_u, _min, max) => [max - 300, max] }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.15)] } } });
+          { scales: { x: { time: true, range: (_u, _min, max) => [max - 300, max] }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.15)] } },
+            axes: [{ stroke: '#667085', grid: { stroke: '#eef0f4' }, ticks: { stroke: '#eef0f4' }, values: (_u: uPlot, v: number[]) => v.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hour12: false })) },
+              { stroke: '#667085', grid: { stroke: '#eef0f4' }, ticks: { stroke: '#eef0f4' }, size: 48 }] });
         else plot.setData(data);
       } else if (!chartBox.childElementCount) chartBox.append(h('p', { class: 'muted small' }, 'Measuring…'));
     } catch (e) {
@@ -356,7 +358,14 @@ function variantTable(c: Campaign, s: Stats): HTMLElement {
     return n == null ? null : h('div', { class: 'muted small' }, `${num(n)} user${n === 1 ? '' : 's'}`);
   };
   const cell = (k: string, main: string, sub?: Node | null, title?: string) => h('td', { class: 'num', 'data-k': k, title: title ?? null }, h('span', { class: 'v' }, main), sub ?? null);
-  const rows = (s.variants ?? []).filter((v) => !v.control).map((v) => h('tr', { 'data-variant': v.variant },
+  // Every treatment variant of the definition gets a row (zeros before its first delivery),
+  // then any variant the stats still name that the definition no longer has.
+  const byId = new Map((s.variants ?? []).filter((v) => !v.control).map((v) => [v.variant, v]));
+  const zero = (id: string): VariantStats => ({ variant: id, control: false, delivered: 0, impressions: 0, clicks: 0, dismissals: 0, conversions: 0,
+    click_through_rate: null, dismissal_rate: null, conversion_rate: null, lift: null, lift_ci95: null });
+  const list = (c.variants ?? []).filter((v) => !v.control).map((v) => byId.get(v.id) ?? zero(v.id));
+  for (const [id, v] of byId) if (!list.some((x) => x.variant === id)) list.push(v);
+  const rows = list.map((v) => h('tr', { 'data-variant': v.variant },
     h('td', null, h('b', null, v.variant), weights.get(v.variant) != null ? h('div', { class: 'muted small' }, `weight ${weights.get(v.variant)}`) : null),
     cell('delivered', num(v.delivered), uu(v, 'delivered')),
     cell('impressions', num(v.impressions), uu(v, 'impressions')),
@@ -494,7 +503,8 @@ export function renderExplain(box: HTMLElement, x: Obj) {
   clear(box,
     h('div', { class: `verdict-banner ${x.eligible ? 'ok' : 'no'}`, 'data-eligible': String(!!x.eligible) },
       h('b', null, x.eligible ? 'Eligible now' : 'Not eligible now'),
-      reasons.length ? h('span', null, ': ', reasons.join('; ')) : h('span', null, ' — the next trigger firing would deliver (subject to priority).')),
+      reasons.length ? h('span', null, ': ', reasons.join('; ')) : h('span', null, ' — the next trigger firing would deliver (subject to priority).'),
+      trigger.type === 'goal' && trigger.fired ? h('div', { class: 'small' }, 'Note: this goal trigger already fired for this user, and a goal fires once per user ever.') : null),
     h('div', { class: 'explain-grid' },
       h('div', null, h('h3', null, 'Campaign'), kvTable([
         ['status', val(x.status)],

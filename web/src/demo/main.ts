@@ -1,6 +1,6 @@
 // Acme Analytics: a tiny SaaS app wired to Beckon through the browser SDK
 // (window.Beckon, from /demo/beckon.global.js). Client-side routes under /demo/.
-import { describeTrigger, type Campaign, type Obj } from '../shared/describe';
+import { describeTrigger, messageKinds, type Campaign, type Obj } from '../shared/describe';
 
 interface Ctx { impression(): void; click(button: string): void; dismiss(): void }
 interface Client {
@@ -196,6 +196,49 @@ $('#workspace-form').addEventListener('submit', (ev) => {
   $('#ws-saved').hidden = false;
 });
 
+$('#feature-viewed').addEventListener('click', () => {
+  track('feature_viewed', { feature: 'reports' });
+  toast('Reports are coming soon to the demo');
+});
+
+// Where the seeded messages' buttons lead: /demo/<page>#schedule, #upgrade, … Each sheet
+// completes the campaign's goal event, so conversions show up in the dashboard.
+const sheets: Record<string, { title: string; body: string; ok: string; extra?: string; done(form: HTMLFormElement): void }> = {
+  schedule: { title: 'Schedule this export', body: 'Send revenue.csv to your inbox every week.', ok: 'Save schedule',
+    extra: '<label class="small" for="sched-day">Every</label><select id="sched-day" name="day"><option>Monday</option><option>Friday</option></select>',
+    done: (f) => { track('export_scheduled', { day: (f.elements.namedItem('day') as HTMLSelectElement).value }); toast('Export scheduled'); } },
+  upgrade: { title: 'Upgrade to Professional', body: 'Unlimited exports, integrations and priority support. (A demo: nothing is charged.)', ok: 'Upgrade now',
+    done: () => { track('upgraded', { plan: 'professional' }); setPlan('professional'); toast('Welcome to Professional'); } },
+  feedback: { title: 'What should we build next?', body: 'One sentence is plenty.', ok: 'Send feedback',
+    extra: '<textarea name="feedback" rows="3" aria-label="Feedback"></textarea>', done: () => toast('Thanks for the feedback!') },
+  guide: { title: 'Setup guide', body: 'Name the workspace, connect Postgres, invite one teammate. That is all.', ok: 'Got it', done: () => {} },
+};
+const sheet = $('#sheet') as HTMLDialogElement;
+let sheetAction: string | null = null;
+function onHash() {
+  const key = location.hash.slice(1);
+  if (key === 'integrations') {
+    const b = currentView() === 'setup' ? $('#connect-integration') : $('#connect-integration-2');
+    b.scrollIntoView({ block: 'center' });
+    b.classList.remove('flash'); void b.offsetWidth; b.classList.add('flash');
+    b.focus();
+  } else if (sheets[key]) {
+    const s = sheets[key];
+    sheetAction = key;
+    $('#sheet-title').textContent = s.title;
+    $('#sheet-body').textContent = s.body;
+    $('#sheet-extra').innerHTML = s.extra ?? ''; // static markup from this file only
+    $('#sheet-ok').textContent = s.ok;
+    if (!sheet.open) sheet.showModal();
+  }
+}
+sheet.addEventListener('close', () => {
+  if (sheet.returnValue === 'ok' && sheetAction) sheets[sheetAction].done($('#sheet-form') as HTMLFormElement);
+  sheetAction = null;
+  history.replaceState(null, '', location.pathname);
+});
+addEventListener('hashchange', onHash);
+
 // Plan switch: plan is a trusted attribute, so the app asks its backend (here the gateway's
 // dev-mode endpoint POST /demo/plan) instead of calling identify().
 function showPlan(plan: string) {
@@ -203,8 +246,10 @@ function showPlan(plan: string) {
 }
 showPlan(localStorage.getItem(planKey()) ?? 'free');
 for (const b of document.querySelectorAll<HTMLButtonElement>('[data-plan]')) {
-  b.addEventListener('click', async () => {
-    const plan = b.dataset.plan!;
+  b.addEventListener('click', () => setPlan(b.dataset.plan!));
+}
+async function setPlan(plan: string) {
+  {
     showPlan(plan);
     try {
       const r = await fetch('/demo/plan', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, plan }) });
@@ -216,7 +261,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>('[data-plan]')) {
       log('info', 'plan', `POST /demo/plan failed: ${(e as Error).message}`);
       toast('Could not change the plan (is the gateway in --dev mode?)');
     }
-  });
+  }
 }
 
 // Decorative revenue bars.
@@ -237,13 +282,13 @@ function hint(c: Campaign): { text: string; where?: string; countdown?: number }
   const known: Record<string, string> = {
     export_completed: 'Click Export CSV on the Dashboard',
     clicked_upgrade: 'Click Upgrade on the Dashboard',
-    feature_viewed: 'Click “Take a look” on the Cohort reports card',
+    feature_viewed: 'Click “Take a look” on the Reports card, then watch Export CSV',
     integration_connected: 'Click Connect integration',
   };
   switch (t.type) {
     case 'event':
     case 'goal':
-      return { text: known[ev] ?? `Send the event ${ev || '(conditions)'}` };
+      return { text: known[ev] ?? `Send the event ${ev || '(conditions)'}`, where: ev in known ? '/demo/dashboard' : undefined };
     case 'inactivity':
       return { text: `Open Setup and don’t touch anything for ${t.duration}`, where: '/demo/setup' };
     case 'session_duration':
@@ -288,8 +333,7 @@ async function loadTryList() {
     title.textContent = h.text;
     const meta = document.createElement('span');
     meta.className = 'muted small';
-    const kind = (c.variants ?? []).find((v) => !v.control)?.message?.kind ?? 'message';
-    meta.textContent = `→ ${kind} · ${c.name ?? c.id}`;
+    meta.textContent = `→ ${messageKinds(c)}${(c.variants ?? []).some((v) => v.control) ? ' (or nothing: control group)' : ''} · ${c.name ?? c.id}`;
     body.append(title, document.createElement('br'), meta);
     if (h.countdown) {
       const cd = document.createElement('span');
@@ -355,5 +399,6 @@ async function start() {
   client.on('revoke', (d) => log('info', 'revoked', d));
   client.on('error', (e) => log('info', 'error', `${e.code}${e.message ? ': ' + e.message : ''}`));
   loadTryList();
+  if (location.hash) onHash();
 }
 start();
