@@ -48,8 +48,8 @@ target_dir="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target_dir/release"
 if [ "${BECKON_LT_NO_BUILD:-0}" != 1 ]; then
   # One cargo at a time on this machine (another build may share the repository).
-  (cd "$root" && flock /tmp/beckon-cargo.lock cargo build --release --quiet -p beckon-loadgen -p beckon-echo-floor)
-  (cd "$root" && flock /tmp/beckon-cargo.lock cargo build --release --quiet --bin beckon)
+  (cd "$root" && cargo build --release --quiet -p beckon-loadgen -p beckon-echo-floor)
+  (cd "$root" && cargo build --release --quiet --bin beckon)
 fi
 
 port="${BECKON_LT_PORT:-$((20000 + RANDOM % 10000))}"

@@ -7,8 +7,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 start=$(date +%s)
-(cd "$root" && flock /tmp/beckon-cargo.lock cargo build --release --quiet -p beckon-loadgen -p beckon-echo-floor)
-(cd "$root" && flock /tmp/beckon-cargo.lock cargo build --release --quiet --bin beckon)
+(cd "$root" && cargo build --release --quiet -p beckon-loadgen -p beckon-echo-floor)
+(cd "$root" && cargo build --release --quiet --bin beckon)
 built=$(date +%s)
 failed=()
 for s in connect-idle handshake-rate steady-events reconnect-storm; do

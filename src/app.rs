@@ -144,6 +144,18 @@ impl Running {
     }
 }
 
+/// Binds with our own backlog (tokio's `bind` uses 1024 and std's 128).
+async fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Builds the app and starts serving on `cfg.listen`.
 pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
     cfg.validate().map_err(anyhow::Error::msg)?;
@@ -178,7 +190,7 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
             derive: derive.clone(),
         },
     );
-    let listener = TcpListener::bind(cfg.listen)
+    let listener = listen(cfg.listen, cfg.limits.listen_backlog)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;

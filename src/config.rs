@@ -130,6 +130,9 @@ pub struct Limits {
     pub sessions_per_user: usize,
     /// Open TCP connections (HTTP and WebSocket); 0 = derived from the open-file limit.
     pub max_connections: usize,
+    /// The listen backlog (connections waiting to be accepted); bursts of handshakes
+    /// beyond it are dropped by the kernel and retried by clients after a second or more.
+    pub listen_backlog: u32,
     /// Time allowed for `hello`.
     #[serde(with = "serde_str")]
     pub hello_timeout: Duration,
@@ -155,6 +158,7 @@ impl Default for Limits {
             rate_strikes: 100.0,
             sessions_per_user: 20,
             max_connections: 0,
+            listen_backlog: 4096,
             hello_timeout: Duration::from_secs(10),
             http_body_bytes: 1024 * 1024,
             outbox_max: 256,

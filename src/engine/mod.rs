@@ -353,21 +353,45 @@ async fn run<T>(
     session: Option<&Arc<Session>>,
     f: impl FnOnce(&mut decide::Ctx<'_>, &mut crate::profile::UserState, &mut Vec<WriteOp>) -> T,
 ) -> Result<T, StoreError> {
+    let (out, step) = submit(app, user, session, f).await?;
+    step.finish(app).await.map(|()| out)
+}
+
+/// A submitted engine step: its writes are ordered; durability and effects come later.
+pub struct Step {
+    durable: crate::profile::Durable,
+    effects: Effects,
+}
+
+impl Step {
+    /// Waits for durability, then performs the step's effects.
+    pub async fn finish(self, app: &Arc<App>) -> Result<(), StoreError> {
+        let r = app.profiles.finish(self.durable).await;
+        self.effects.perform(app, r.is_ok());
+        r
+    }
+}
+
+async fn submit<T>(
+    app: &Arc<App>,
+    user: &str,
+    session: Option<&Arc<Session>>,
+    f: impl FnOnce(&mut decide::Ctx<'_>, &mut crate::profile::UserState, &mut Vec<WriteOp>) -> T,
+) -> Result<(T, Step), StoreError> {
     let rs = app.engine.rules.load_full();
     let now = app.clock.now_ms();
     let mut effects = Effects::default();
-    let result = app
+    let (out, durable) = app
         .profiles
-        .transact(user, |uid, state, ops| {
+        .transact_submit(user, |uid, state, ops| {
             let mut ctx = decide::Ctx::new(app, &rs, uid, now, session.cloned(), &mut effects);
             ctx.expire_due(state, ops);
             let out = f(&mut ctx, state, ops);
             ctx.finish(state, ops);
             out
         })
-        .await;
-    effects.perform(app, result.is_ok());
-    result
+        .await?;
+    Ok((out, Step { durable, effects }))
 }
 
 /// Runs one engine step on a user state that is not in the profile store and commits
@@ -409,14 +433,16 @@ pub async fn ingest(
 }
 
 /// A session started or resumed: apply its opening mutations, find segment entries that
-/// happened while away, deliver what was waiting, and arm its timers.
+/// happened while away, deliver what was waiting, and arm its timers. Returns once the
+/// step is ordered (submitted); the returned [`Step`] completes it, so the `welcome`
+/// need not wait for an fsync.
 pub async fn session_started(
     app: &Arc<App>,
     session: &Arc<Session>,
     mutations: Vec<Mutation>,
     extra: Vec<WriteOp>,
-) -> Result<(), StoreError> {
-    run(app, &session.user, Some(session), |ctx, state, ops| {
+) -> Result<Step, StoreError> {
+    let ((), step) = submit(app, &session.user, Some(session), |ctx, state, ops| {
         ops.extend(extra);
         for m in mutations {
             ctx.apply_mutation(state, m, ops);
@@ -426,7 +452,7 @@ pub async fn session_started(
     })
     .await?;
     arm_session(app, session);
-    Ok(())
+    Ok(step)
 }
 
 /// Engagement with one of the user's deliveries.

@@ -242,15 +242,25 @@ where
         updated_at: now,
     };
     // Segment entries that happened while away and waiting deliveries go to this session;
-    // they queue behind the welcome.
-    if let Err(e) =
-        crate::engine::session_started(app, &session, mutations, vec![session_row]).await
-    {
-        tracing::error!(error = %e, "recording session start failed");
-        app.registry.detach(&session, gen, now);
-        app.profiles.detach(user);
-        return Err(close(CloseCode::GoingAway, "store unavailable; retry"));
-    }
+    // they queue behind the welcome. The step is ordered before the welcome is sent (so
+    // the client's first frames apply after it); its fsync is not waited for.
+    let step =
+        match crate::engine::session_started(app, &session, mutations, vec![session_row]).await {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::error!(error = %e, "recording session start failed");
+                app.registry.detach(&session, gen, now);
+                app.profiles.detach(user);
+                return Err(close(CloseCode::GoingAway, "store unavailable; retry"));
+            }
+        };
+    let (app2, s2) = (app.clone(), session.clone());
+    app.tracker.spawn(async move {
+        if let Err(e) = step.finish(&app2).await {
+            tracing::error!(error = %e, "session start not durable; closing the session");
+            s2.kick(CloseCode::GoingAway);
+        }
+    });
 
     let welcome = ServerFrame::Welcome {
         session: session.id.to_string(),
@@ -362,10 +372,13 @@ impl Conn {
             ));
         }
         if let Some(code) = core.kick.take() {
-            if code == CloseCode::SlowConsumer {
+            let reason = if code == CloseCode::SlowConsumer {
                 self.app.metrics.slow_consumers.inc();
-            }
-            return Err(close(code, "outbox full: reconnect and resume"));
+                "outbox full: reconnect and resume"
+            } else {
+                "store unavailable: reconnect and resume"
+            };
+            return Err(close(code, reason));
         }
         let control = std::mem::take(&mut core.control);
         let from = core.sent;

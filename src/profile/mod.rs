@@ -45,6 +45,14 @@ pub struct Profiles {
     cfg: ProfileConfig,
 }
 
+/// A submitted transaction whose durability is still to be awaited
+/// ([`Profiles::finish`]); it keeps the user in memory until then.
+pub struct Durable {
+    user: Arc<str>,
+    slot: Arc<UserSlot>,
+    ticket: Option<crate::store::CommitTicket>,
+}
+
 /// Keeps a user's state in memory while held (a live session holds one).
 pub struct UserHandle {
     user: Arc<str>,
@@ -168,42 +176,58 @@ impl Profiles {
         user: &str,
         f: impl FnOnce(&Arc<str>, &mut UserState, &mut Vec<WriteOp>) -> T,
     ) -> Result<T, StoreError> {
+        let (out, durable) = self.transact_submit(user, f).await?;
+        self.finish(durable).await.map(|()| out)
+    }
+
+    /// The first half of [`Profiles::transact`]: runs `f` and submits its writes under
+    /// the user's lock (so their order is fixed), without waiting for durability. Pass
+    /// the returned [`Durable`] to [`Profiles::finish`].
+    pub async fn transact_submit<T>(
+        &self,
+        user: &str,
+        f: impl FnOnce(&Arc<str>, &mut UserState, &mut Vec<WriteOp>) -> T,
+    ) -> Result<(T, Durable), StoreError> {
         let (user, slot) = self.slot(user);
-        let (out, ticket) = {
-            let mut guard = slot.state.lock().await;
-            if guard.is_none() {
-                match self.load(&user).await {
-                    Ok(s) => *guard = Some(s),
-                    Err(e) => {
-                        drop(guard);
-                        drop(slot);
-                        self.evict_if_unused(&user);
-                        return Err(e);
-                    }
+        let mut guard = slot.state.lock().await;
+        if guard.is_none() {
+            match self.load(&user).await {
+                Ok(s) => *guard = Some(s),
+                Err(e) => {
+                    drop(guard);
+                    drop(slot);
+                    self.evict_if_unused(&user);
+                    return Err(e);
                 }
             }
-            let state = guard.as_mut().expect("loaded above");
-            let mut ops = Vec::new();
-            let out = f(&user, state, &mut ops);
-            // Submitting under the user's lock fixes the order of this user's writes.
-            let ticket = if ops.is_empty() {
-                None
-            } else {
-                Some(self.store.submit(ops))
-            };
-            (out, ticket)
+        }
+        let state = guard.as_mut().expect("loaded above");
+        let mut ops = Vec::new();
+        let out = f(&user, state, &mut ops);
+        // Submitting under the user's lock fixes the order of this user's writes.
+        let ticket = if ops.is_empty() {
+            None
+        } else {
+            Some(self.store.submit(ops))
         };
+        drop(guard);
+        Ok((out, Durable { user, slot, ticket }))
+    }
+
+    /// Waits until a submitted transaction is durable; on failure forgets the user's
+    /// in-memory state (it ran ahead of the store) so the next access reloads it.
+    pub async fn finish(&self, d: Durable) -> Result<(), StoreError> {
+        let Durable { user, slot, ticket } = d;
         let result = match ticket {
             Some(t) => t.wait().await,
             None => Ok(()),
         };
         if result.is_err() {
-            // Memory ran ahead of the store: forget it, the next access reloads.
             slot.state.lock().await.take();
         }
         drop(slot);
         self.evict_if_unused(&user);
-        result.map(|()| out)
+        result
     }
 
     /// Applies `mutations` (plus `extra` writes committed with them) for `user`, in

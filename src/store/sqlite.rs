@@ -3,7 +3,7 @@
 //! queued while the previous commit ran); readers use their own connections, which WAL
 //! lets run beside the writer. Why SQLite over redb: docs/architecture.md.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,9 @@ use super::{
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 
+/// Reader threads.
+const READERS: usize = 4;
+
 /// Most writes applied in one transaction.
 const MAX_GROUP_OPS: usize = 8192;
 
@@ -31,8 +34,7 @@ struct Job {
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     tx: mpsc::UnboundedSender<Job>,
-    path: PathBuf,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: std::sync::mpsc::Sender<ReadJob>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -121,8 +123,7 @@ impl SqliteStore {
         });
         Ok(SqliteStore {
             tx,
-            path,
-            readers: Arc::new(Mutex::new(Vec::new())),
+            readers: start_readers(&path, READERS)?,
         })
     }
 
@@ -131,31 +132,76 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = match readers.lock().pop() {
-                Some(c) => c,
-                None => open(&path, false)?,
-            };
-            let r = f(&conn);
-            let mut pool = readers.lock();
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
-            r
-        })
-        .await
-        .map_err(err)?
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        self.readers
+            .send(job)
+            .map_err(|_| StoreError("store is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError("store reader stopped".into()))?
+    }
+}
+
+/// A read to run on one of the reader threads.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Reader threads, each with its own connection (WAL lets them read beside the writer).
+/// A fixed pool: per-read `spawn_blocking` grew dozens of threads (and their memory)
+/// under connection storms.
+fn start_readers(path: &Path, n: usize) -> Result<std::sync::mpsc::Sender<ReadJob>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::channel::<ReadJob>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let conn = open(path, false)?;
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("beckon-store-reader-{i}"))
+            .spawn(move || loop {
+                let job = rx.lock().recv();
+                match job {
+                    Ok(job) => job(&conn),
+                    Err(_) => return,
+                }
+            })
+            .map_err(err)?;
+    }
+    Ok(tx)
+}
+
+/// Identifies a snapshot write: within one group only the last snapshot of a key
+/// matters (the earlier ones would be overwritten in the same transaction).
+#[derive(PartialEq, Eq, Hash)]
+enum SnapshotKey<'a> {
+    Attributes(&'a str),
+    Aggregate(&'a str, &'a str),
+    Engine(&'a str),
+}
+
+fn snapshot_key(op: &WriteOp) -> Option<SnapshotKey<'_>> {
+    match op {
+        WriteOp::Attributes { user, .. } => Some(SnapshotKey::Attributes(user)),
+        WriteOp::Aggregate { user, event, .. } => Some(SnapshotKey::Aggregate(user, event)),
+        WriteOp::EngineState { user, .. } => Some(SnapshotKey::Engine(user)),
+        _ => None,
     }
 }
 
 fn commit_group(conn: &mut Connection, group: &[Job]) -> Result<(), StoreError> {
-    let tx = conn.transaction().map_err(err)?;
-    for job in group {
-        for op in &job.ops {
-            apply(&tx, op).map_err(err)?;
+    let ops = || group.iter().flat_map(|j| j.ops.iter());
+    let mut last = std::collections::HashMap::new();
+    for (i, op) in ops().enumerate() {
+        if let Some(k) = snapshot_key(op) {
+            last.insert(k, i);
         }
+    }
+    let tx = conn.transaction().map_err(err)?;
+    for (i, op) in ops().enumerate() {
+        if snapshot_key(op).is_some_and(|k| last.get(&k) != Some(&i)) {
+            continue;
+        }
+        apply(&tx, op).map_err(err)?;
     }
     tx.commit().map_err(err)
 }
