@@ -321,7 +321,7 @@ function renderCampaignStats(body: HTMLElement, c: Campaign, s: Stats) {
     clear(funnelBox, steps.map((st) => h('div', { class: 'step', 'data-step': st.label.toLowerCase() },
       h('div', { class: 'step-label' }, h('span', null, st.label), h('b', null, num(st.n))),
       h('div', { class: 'step-bar' }, h('i', { style: `width:${Math.max(st.n ? 1.5 : 0, (100 * st.n) / max)}%` })),
-      h('div', { class: 'muted small' }, st.ofPrev == null ? '100%' : `${pct(st.ofPrev)} of previous · ${pct(st.ofFirst)} of delivered`))));
+      h('div', { class: 'muted small' }, st.label === 'Delivered' ? 'messages sent' : `${pct(st.ofPrev)} of previous · ${pct(st.ofFirst)} of delivered`))));
   };
   let plot: uPlot | null = null;
   const keys = ['delivered', 'impressions', 'clicks', 'dismissals', 'conversions'];
@@ -330,8 +330,14 @@ function renderCampaignStats(body: HTMLElement, c: Campaign, s: Stats) {
     const { x, ys } = seriesColumns(s, keys, chosen);
     plot?.destroy();
     if (!x.length) { clear(chartBox, empty('No data in this range.')); return; }
-    plot = lineChart(chartBox, [x, ...ys], keys.map((k, i) => ({ label: k, stroke: colors[i] })), 240,
-      s.interval === 'day' ? { axes: [{ stroke: '#667085', grid: { stroke: '#eef0f4' }, values: (_u: uPlot, v: number[]) => v.map((t) => new Date(t * 1000).toLocaleDateString([], { month: 'short', day: 'numeric' })) }, { stroke: '#667085', grid: { stroke: '#eef0f4' }, size: 48 }] } : {});
+    // Counts per bucket: drawn as steps over each bucket (UTC), not as lines between points.
+    const stepped = uPlot.paths.stepped!({ align: 1 });
+    x.push(x[x.length - 1] + (s.interval === 'hour' ? 3600 : 86400)); // the last bucket's end, so its step has a width
+    for (const y of ys) y.push(y[y.length - 1]);
+    plot = lineChart(chartBox, [x, ...ys], keys.map((k, i) => ({ label: k, stroke: colors[i], paths: stepped })), 240, {
+      tzDate: (ts: number) => uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'),
+      ...(s.interval === 'day' ? { axes: [{ stroke: '#667085', grid: { stroke: '#eef0f4' }, values: (_u: uPlot, v: number[]) => v.map((t) => new Date(t * 1000).toLocaleDateString([], { month: 'short', day: 'numeric', timeZone: 'UTC' })) }, { stroke: '#667085', grid: { stroke: '#eef0f4' }, size: 48 }] } : {}),
+    });
   };
   variantPick.addEventListener('change', () => { chosen = variantPick.value || null; drawFunnel(); drawChart(); });
   const onResize = () => plot?.setSize({ width: chartBox.clientWidth, height: 240 });

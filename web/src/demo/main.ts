@@ -166,12 +166,12 @@ if (location.pathname === '/demo/' || location.pathname === '/demo' || location.
 render();
 
 // ---------- UI ----------
-function toast(text: string) {
+function toast(text: string, ms = 2600) {
   const t = $('#toast');
   t.textContent = text;
   t.hidden = false;
   clearTimeout((t as any)._h);
-  (t as any)._h = setTimeout(() => (t.hidden = true), 2600);
+  (t as any)._h = setTimeout(() => (t.hidden = true), ms);
 }
 const track = (event: string, props?: Record<string, unknown>) => {
   if (!state.client) return toast('Not connected to Beckon yet');
@@ -183,7 +183,28 @@ $('#export-button').addEventListener('click', () => {
   track('export_completed', { rows, format: 'csv' });
   toast(`Exported revenue.csv (${rows.toLocaleString()} rows)`);
 });
-$('#upgrade-button').addEventListener('click', () => track('clicked_upgrade', { plan: 'pro' }));
+$('#upgrade-button').addEventListener('click', () => {
+  track('clicked_upgrade', { plan: 'pro' });
+  // The upgrade campaign has a control group: tell the visitor when they are in it, or
+  // they would wonder why nothing appears (explain, with the public dev admin token).
+  const c = campaignsByEvent.get('clicked_upgrade');
+  if (!c || !(c.variants ?? []).some((v) => v.control)) return;
+  const before = state.messages.length;
+  setTimeout(async () => {
+    if (state.messages.length > before) return;
+    try {
+      const r = await fetch(`/v1/users/${encodeURIComponent(user)}/explain?campaign=${encodeURIComponent(c.id)}`, { headers: { authorization: `Bearer ${DEV_ADMIN}` } });
+      const x = r.ok ? await r.json() : null;
+      if (x?.variant?.control) {
+        const text = `You are in the control group of “${c.name ?? c.id}”: it shows you nothing, which is how its lift is measured. Try “New user”.`;
+        log('info', 'control', text);
+        toast(text, 7000);
+        const li = document.querySelector(`#try-list li[data-campaign="${CSS.escape(c.id)}"]`);
+        if (li) { li.classList.add('done'); li.querySelector('.muted')!.textContent = 'you are in the control group: nothing is shown'; }
+      }
+    } catch { /* explain is a nicety */ }
+  }, 1500);
+});
 for (const id of ['#connect-integration', '#connect-integration-2']) {
   $(id).addEventListener('click', () => {
     track('integration_connected', { source: 'postgres' });
@@ -275,6 +296,7 @@ const bars = $('#bars');
 
 // ---------- "Try this" list, from the live campaigns (dev admin token) ----------
 let sessionStart = 0;
+const campaignsByEvent = new Map<string, Campaign>();
 const seenCampaigns = new Set<string>();
 function hint(c: Campaign): { text: string; where?: string; countdown?: number } {
   const t = c.trigger ?? {};
@@ -319,6 +341,7 @@ async function loadTryList() {
     }
     return;
   }
+  for (const c of campaigns) if (c.trigger?.type === 'event') campaignsByEvent.set(String(c.trigger.event), c);
   const order = ['goal', 'event', 'segment_entry', 'inactivity', 'session_duration'];
   campaigns.sort((a, b) => order.indexOf(String(a.trigger?.type)) - order.indexOf(String(b.trigger?.type)));
   for (const c of campaigns) {
