@@ -110,7 +110,10 @@ async function overviewView() {
     card(h('a', { href: '#/segments' }, 'Segments'), segs),
   );
   startLive(live, chartBox, decisions);
-  await Promise.all([guard(() => renderCampaignTable(camps), camps), guard(() => renderSegmentTable(segs), segs)]);
+  await Promise.all([
+    guard(async () => { const f = await renderCampaignTable(camps); if (f) every(10_000, f, camps); }, camps),
+    guard(async () => { const f = await renderSegmentTable(segs); if (f) every(5_000, f, segs); }, segs),
+  ]);
 }
 
 function startLive(live: HTMLElement, chartBox: HTMLElement, decisions: HTMLElement) {
@@ -191,11 +194,12 @@ function lineChart(box: HTMLElement, data: uPlot.AlignedData, series: uPlot.Seri
 // ---------------------------------------------------------------- campaigns
 async function campaignsView() {
   const box = h('div');
-  view.append(pageHead('Campaigns', 'Last 7 days, all variants. Rates are per impression.'), card(null, box));
-  await renderCampaignTable(box);
+  view.append(pageHead('Campaigns', 'Last 7 days, all variants. Rates are per impression. Refreshed every 10 s.'), card(null, box));
+  const f = await renderCampaignTable(box);
+  if (f) every(10_000, f, box);
 }
 
-async function renderCampaignTable(box: HTMLElement) {
+async function renderCampaignTable(box: HTMLElement): Promise<(() => Promise<unknown>) | undefined> {
   const { campaigns } = await api<{ campaigns: Campaign[] }>('/v1/campaigns');
   if (!campaigns?.length) {
     clear(box, empty('No campaigns yet.', h('span', null, 'Create one with ', h('code', null, 'PUT /v1/campaigns/{id}'), ' (see docs/campaigns.md).')));
@@ -217,7 +221,7 @@ async function renderCampaignTable(box: HTMLElement) {
       h('th', { class: 'num', title: 'dismissals / impressions' }, 'Dismissed'), h('th', { class: 'num' }, 'Conversions'),
       h('th', { class: 'num', title: 'conversions / impressions' }, 'Conv. rate'), h('th', { class: 'num', title: 'best variant vs control, 95% interval' }, 'Lift'))),
     h('tbody', null, rows.map((r) => r.tr)))));
-  await pool(rows, 4, async ({ c, cells }) => {
+  const fill = () => pool(rows, 4, async ({ c, cells }) => {
     try {
       const s = await api<Stats>(`/v1/campaigns/${encodeURIComponent(c.id)}/stats`);
       dash.statsByCampaign[c.id] = s;
@@ -237,6 +241,17 @@ async function renderCampaignTable(box: HTMLElement) {
       cells.delivered.textContent = 'n/a';
     }
   });
+  await fill();
+  return fill;
+}
+
+/** Calls `fn` every `ms` while the current view lives (stops at the next route or on 401). */
+function every(ms: number, fn: () => Promise<unknown>, where: HTMLElement) {
+  let alive = true;
+  let t: ReturnType<typeof setTimeout>;
+  const loop = () => { t = setTimeout(async () => { if (!alive) return; await guard(async () => { await fn(); }, where); if (alive && getToken()) loop(); }, ms); };
+  loop();
+  teardown.push(() => { alive = false; clearTimeout(t); });
 }
 
 function liftCell(v: VariantStats): HTMLElement {
@@ -290,13 +305,19 @@ async function campaignView(id: string) {
     }
     return p;
   };
-  const load = async () => {
-    clear(body, h('p', { class: 'muted' }, 'Loading…'));
+  let lastJson = '';
+  const load = async (quiet = false) => {
+    if (!quiet) clear(body, h('p', { class: 'muted' }, 'Loading…'));
     const s = await api<Stats>(`/v1/campaigns/${encodeURIComponent(id)}/stats?${query()}`);
     dash.statsByCampaign[id] = s;
+    const j = JSON.stringify({ v: s.variants, c: s.control, s: s.series });
+    if (quiet && j === lastJson) return; // nothing moved: keep the page as it is
+    lastJson = j;
     renderCampaignStats(body, c, s);
   };
-  select.addEventListener('change', () => { campaignRange = select.value; guard(load, body); });
+  every(15_000, () => load(true), body);
+  teardown.push(() => { statsCleanup(); statsCleanup = () => {}; });
+  select.addEventListener('change', () => { campaignRange = select.value; guard(() => load(), body); });
   csv.addEventListener('click', () => guard(async () => {
     const p = query(); p.set('format', 'csv');
     const r = await api<Response>(`/v1/campaigns/${encodeURIComponent(id)}/stats?${p}`, { raw: true, headers: { accept: 'text/csv' } });
@@ -308,9 +329,13 @@ async function campaignView(id: string) {
   await load();
 }
 
+let chosenVariant: string | null = null;
+let statsCleanup: () => void = () => {};
 function renderCampaignStats(body: HTMLElement, c: Campaign, s: Stats) {
+  statsCleanup();
   const treatments = (s.variants ?? []).filter((v) => !v.control);
-  let chosen: string | null = null;
+  if (chosenVariant && !treatments.some((v) => v.variant === chosenVariant)) chosenVariant = null;
+  let chosen: string | null = chosenVariant;
   const funnelBox = h('div', { class: 'funnel', 'data-funnel': '' });
   const chartBox = h('div', { class: 'chart' });
   const variantPick = h('select', { 'aria-label': 'Variant' }, h('option', { value: '' }, 'All variants'), treatments.map((v) => h('option', { value: v.variant }, `Variant ${v.variant}`)));
@@ -339,10 +364,11 @@ function renderCampaignStats(body: HTMLElement, c: Campaign, s: Stats) {
       ...(s.interval === 'day' ? { axes: [{ stroke: '#667085', grid: { stroke: '#eef0f4' }, values: (_u: uPlot, v: number[]) => v.map((t) => new Date(t * 1000).toLocaleDateString([], { month: 'short', day: 'numeric', timeZone: 'UTC' })) }, { stroke: '#667085', grid: { stroke: '#eef0f4' }, size: 48 }] } : {}),
     });
   };
-  variantPick.addEventListener('change', () => { chosen = variantPick.value || null; drawFunnel(); drawChart(); });
+  variantPick.value = chosen ?? '';
+  variantPick.addEventListener('change', () => { chosen = chosenVariant = variantPick.value || null; drawFunnel(); drawChart(); });
   const onResize = () => plot?.setSize({ width: chartBox.clientWidth, height: 240 });
   addEventListener('resize', onResize);
-  teardown.push(() => { plot?.destroy(); removeEventListener('resize', onResize); });
+  statsCleanup = () => { plot?.destroy(); plot = null; removeEventListener('resize', onResize); };
 
   const anyData = (s.variants ?? []).some((v) => v.delivered || v.impressions) || (s.control?.exposures ?? 0) > 0;
   clear(body,
@@ -403,11 +429,12 @@ function variantTable(c: Campaign, s: Stats): HTMLElement {
 // ---------------------------------------------------------------- segments
 async function segmentsView() {
   const box = h('div');
-  view.append(pageHead('Segments', 'Live member counts among connected users.'), card(null, box));
-  await renderSegmentTable(box);
+  view.append(pageHead('Segments', 'Live member counts among connected users, refreshed every 5 s.'), card(null, box));
+  const f = await renderSegmentTable(box);
+  if (f) every(5_000, f, box);
 }
 
-async function renderSegmentTable(box: HTMLElement) {
+async function renderSegmentTable(box: HTMLElement): Promise<(() => Promise<unknown>) | undefined> {
   const { segments } = await api<{ segments: Array<Obj & { id: string }> }>('/v1/segments');
   if (!segments?.length) {
     clear(box, empty('No segments yet.', h('span', null, 'Create one with ', h('code', null, 'PUT /v1/segments/{id}'), '.')));
@@ -423,6 +450,14 @@ async function renderSegmentTable(box: HTMLElement) {
   clear(box, h('div', { class: 'table-wrap' }, h('table', { class: 'table', 'data-table': 'segments' },
     h('thead', null, h('tr', null, h('th', null, 'Segment'), h('th', null, 'Conditions'), h('th', { class: 'num' }, 'Live members'))),
     h('tbody', null, rows.map((r) => r.tr)))));
+  const refresh = async () => {
+    const { segments: now } = await api<{ segments: Array<Obj & { id: string }> }>('/v1/segments');
+    const byId = new Map(now.map((x) => [x.id, x]));
+    for (const r of rows) {
+      const n = byId.get(r.s.id)?.live_members;
+      if (n != null) r.members.textContent = num(n as number);
+    }
+  };
   // Older gateways list definitions only: ask each segment for its live count.
   await pool(rows.filter((r) => r.s.live_members == null), 4, async (r) => {
     try {
@@ -433,6 +468,7 @@ async function renderSegmentTable(box: HTMLElement) {
       r.members.textContent = 'n/a';
     }
   });
+  return refresh;
 }
 
 // ---------------------------------------------------------------- users

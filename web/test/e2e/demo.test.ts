@@ -88,9 +88,20 @@ describe.skipIf(!enabled)('demo app (/demo/)', () => {
   it('the upgrade and plan switch send what the page says', async () => {
     const { page, user } = await openDemo();
     await page.click('nav a[data-page="dashboard"]');
+    // A modal (upgrade variant b, the Professional welcome) covers the page: Escape closes it.
+    const closeModal = async () => {
+      await page.waitForTimeout(500);
+      const overlay = page.locator('[data-beckon] .o');
+      if (await overlay.count()) {
+        await page.keyboard.press('Escape');
+        await overlay.waitFor({ state: 'detached' });
+      }
+    };
     await page.click('#upgrade-button');
+    await closeModal();
     await page.click('#feature-viewed');
     await page.click('[data-plan="professional"]'); // → the Professional welcome modal (segment entry)
+    await closeModal();
     const u = await waitFor('the events and plan on the server', async () => {
       const u = await admin(base, `/v1/users/${encodeURIComponent(user)}`);
       return u.aggregates?.clicked_upgrade?.count >= 1 && u.aggregates?.feature_viewed?.count >= 1 && u.attributes?.plan === 'professional' && u;
