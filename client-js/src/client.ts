@@ -294,6 +294,11 @@ export class BeckonClient {
         this.error({ code: 'too_large', id, message: 'frame refused by the gateway (1009)' });
       }
     }
+    if (p.newSession) {
+      this.session = undefined;
+      this.seq.reset();
+      this.saveSession();
+    }
     this.outbox.unsend();
     const authClose = code === CloseCode.Unauthorized || code === CloseCode.TokenExpired;
     if (authClose) {

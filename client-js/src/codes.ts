@@ -36,11 +36,18 @@ export interface ClosePolicy {
   pace: Pace;
   /** Drop the in-flight frame that most likely made the server close (1009). */
   dropLargest?: boolean;
+  /** Forget the session: the next hello starts a new one instead of resuming (1000). */
+  newSession?: boolean;
 }
 
 /** The decision table for every close code of the contract. */
 export function closePolicy(code: number, canRefresh: boolean): ClosePolicy {
   switch (code) {
+    case CloseCode.Normal:
+      // The gateway closes 1000 when another connection resumed this session (a
+      // duplicated tab copies sessionStorage). Resuming it back would take it over
+      // in turn, forever: start a session of our own instead.
+      return { action: 'reconnect', pace: 'normal', newSession: true };
     case CloseCode.GoingAway:
       return { action: 'reconnect', pace: 'prompt' };
     case CloseCode.TooBig:

@@ -91,6 +91,18 @@ describe('resume and reconnect', () => {
     expect(next.sent[0].resume).toEqual({ session: 's_1', last_seq: 2 });
   });
 
+  it('starts a new session when another connection took this one over (1000), without dropping dedup', async () => {
+    const { ws } = await connect();
+    ws.recv(msg(1, 'd1'));
+    ws.drop(1000); // "session resumed on another connection" (a duplicated tab)
+    await vi.advanceTimersByTimeAsync(600);
+    const next = FakeWS.last();
+    expect(next).not.toBe(ws);
+    next.accept();
+    expect(next.sent[0].type).toBe('hello');
+    expect(next.sent[0].resume).toBeUndefined();
+  });
+
   it('starts seq over when the server could not resume', async () => {
     const { ws } = await connect();
     ws.recv(msg(5, 'd5'));

@@ -21,6 +21,11 @@ describe('closePolicy', () => {
     expect(p.pace).toBe(pace);
   });
 
+  it('only 1000 (session resumed on another connection) starts a new session', () => {
+    expect(closePolicy(1000, true)).toEqual({ action: 'reconnect', pace: 'normal', newSession: true });
+    for (const c of [1001, 1006, 1009, 4000, 4001, 4002, 4008, 4009, 4010]) expect(closePolicy(c, true).newSession).toBeFalsy();
+  });
+
   it('only 1009 drops a frame', () => {
     expect(closePolicy(1009, true).dropLargest).toBe(true);
     for (const c of [1001, 4000, 4001, 4002, 4008, 4009, 4010]) expect(closePolicy(c, true).dropLargest).toBeFalsy();
