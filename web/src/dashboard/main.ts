@@ -139,8 +139,8 @@ function startLive(live: HTMLElement, chartBox: HTMLElement, decisions: HTMLElem
       }
       const dec = (o.decisions ?? {}) as Record<string, number>;
       clear(live,
-        kpi('Live sessions', 'sessions', num(o.sessions as number), 'users with a session'),
-        kpi('Connections', 'connections', num(o.connections as number), 'open WebSockets'),
+        kpi('Live sessions', 'sessions', num(o.sessions as number), 'open WebSocket sessions'),
+        kpi('Connections', 'connections', num(o.connections as number), 'open TCP connections (HTTP + WebSocket)'),
         kpi('Events / s', 'event_rate', r == null ? '…' : r.toFixed(r < 10 ? 1 : 0), 'over the last 10 s'),
         kpi('Events recorded', 'events_total', num(o.events_total as number), 'since the gateway started'),
         kpi('Delivered', 'delivered', num(dec.delivered ?? 0), 'messages sent'),

@@ -22,7 +22,8 @@ describe.skipIf(!enabled)('dashboard (/dashboard/)', () => {
     await stopGateway();
   });
 
-  /** One demo user: export (banner), click its button; another: export, dismiss it. */
+  let converted = false;
+  /** One demo user: export (banner), click its button, schedule the export (the goal); another: export, dismiss it. */
   async function scenario(): Promise<string[]> {
     const users: string[] = [];
     for (const act of ['click', 'dismiss'] as const) {
@@ -43,6 +44,12 @@ describe.skipIf(!enabled)('dashboard (/dashboard/)', () => {
         const v = await page.evaluate((id) => window.acme!.messages.find((m) => m.campaign === id)!.variant, camp.id);
         const go = (camp.variants!.find((x) => x.id === v)!.message.buttons as Array<{ label: string; action?: string }>).find((x) => x.action !== 'dismiss')!;
         await banner.locator('.a button', { hasText: go.label }).click();
+        // "Schedule it" leads to /demo/dashboard#schedule, whose sheet sends the goal event (a conversion).
+        const sheet = page.locator('dialog#sheet[open]');
+        if (await sheet.waitFor({ timeout: 3000 }).then(() => true, () => false)) {
+          await page.click('#sheet-ok');
+          converted = (camp as any).goal?.event === 'export_scheduled';
+        }
       } else {
         await banner.locator('button.x').click();
       }
@@ -83,8 +90,14 @@ describe.skipIf(!enabled)('dashboard (/dashboard/)', () => {
       const s = await admin(base, `/v1/campaigns/${camp.id}/stats`);
       const clicks = s.variants.reduce((a: number, v: any) => a + (v.control ? 0 : v.clicks), 0);
       const dis = s.variants.reduce((a: number, v: any) => a + (v.control ? 0 : v.dismissals), 0);
-      return clicks >= 1 && dis >= 1;
+      const conv = s.variants.reduce((a: number, v: any) => a + (v.control ? 0 : v.conversions), 0);
+      return clicks >= 1 && dis >= 1 && (!converted || conv >= 1);
     }, 20_000);
+
+    // Keep one demo session open: the live numbers must show it.
+    const live = await b.ctx.newPage();
+    await live.goto(`${base}/demo/dashboard`);
+    await live.locator('#conn[data-state="open"]').waitFor({ timeout: 15_000 });
 
     const { campaigns } = await admin<{ campaigns: CampaignDef[] }>(base, '/v1/campaigns');
     const { segments } = await admin<{ segments: Array<{ id: string }> }>(base, '/v1/segments');
@@ -112,6 +125,10 @@ describe.skipIf(!enabled)('dashboard (/dashboard/)', () => {
     expect(await page.locator('table[data-table="segments"] tbody tr').count()).toBe(segments.length);
     // Live numbers arrive (two polls give an event rate).
     await page.locator('[data-kpi="event_rate"] b:not(:text("…"))').waitFor({ timeout: 10_000 });
+    const sessions = Number(await page.locator('[data-kpi="sessions"] b').textContent());
+    expect(sessions).toBeGreaterThanOrEqual(1);
+    await live.evaluate(() => document.getElementById('upgrade-button')!.click()); // some traffic for the rate (a background tab: no rAF, so no page.click)
+    await page.waitForTimeout(2500);
     await page.waitForTimeout(300);
     await page.screenshot({ path: artifact('dashboard.png'), fullPage: true });
 
@@ -138,5 +155,6 @@ describe.skipIf(!enabled)('dashboard (/dashboard/)', () => {
     await page.locator('[data-eligible]').waitFor();
     await page.screenshot({ path: artifact('dashboard-user.png'), fullPage: true });
     await page.close();
+    await live.close();
   });
 });
