@@ -4,7 +4,9 @@
 #   2. client-js: typecheck + unit tests, build (with the size budget)
 #   3. client-js under Node against a real `beckon` process
 #   4. client-js in real headless Chromium against a real `beckon` process
-#   5. the load-test harness smoke (when present)
+#   5. the demo app and dashboard (web/): build, unit tests, Chromium tests against the
+#      same gateway (screenshots in test-artifacts/)
+#   6. the load-test harness smoke
 # Needs: cargo, node + npm, /usr/bin/chromium (see README "Running the tests").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +40,14 @@ export BECKON_URL="http://$addr" BECKON_BIN="$root/target/debug/beckon" BECKON_A
 # BECKON_ADMIN_TOKEN lets the SDK tests create campaigns on the dev gateway.
 npm run test:node
 npm run test:e2e
+
+echo "== web: demo app and dashboard"
+cd "$root/web"
+npm ci --no-audit --no-fund --loglevel=error
+npm run build
+# The gateway embeds the committed build; say so if it is stale (the tests use the fresh one).
+git -C "$root" diff --quiet -- src/http/assets || echo "warning: src/http/assets differs from a fresh web build: commit it"
+npm test
 
 if [ -x "$root/load-tests/smoke.sh" ]; then
   echo "== load-test harness smoke"

@@ -94,6 +94,7 @@ pub struct Ctx<'a> {
     session: Option<Arc<Session>>,
     fx: &'a mut Effects,
     dirty: bool,
+    target: Option<Option<Arc<Session>>>,
 }
 
 fn subject<'s>(
@@ -134,6 +135,7 @@ impl<'a> Ctx<'a> {
             session,
             fx,
             dirty: false,
+            target: None,
         }
     }
 
@@ -144,17 +146,38 @@ impl<'a> Ctx<'a> {
         campaign: &str,
         outcome: &'static str,
         cause: Option<&str>,
-        detail: Option<String>,
+        detail: Option<&str>,
         variant: Option<&str>,
         delivery: Option<&str>,
     ) {
         tracing::debug!(user = %self.user, campaign, outcome, "decision");
+        self.fx.decisions.push(outcome);
+        // Fold a repeat of the campaign's last decision without allocating a new one.
+        if delivery.is_none() {
+            let last = st
+                .engine
+                .decisions
+                .iter_mut()
+                .rev()
+                .find(|x| x.campaign == campaign);
+            if let Some(last) = last.filter(|l| {
+                l.outcome == outcome
+                    && l.cause.as_deref() == cause
+                    && l.detail.as_deref() == detail
+                    && l.delivery.is_none()
+            }) {
+                last.first_at.get_or_insert(last.at);
+                last.at = self.now;
+                last.repeats += 1;
+                return;
+            }
+        }
         st.engine.decide(Decision {
             at: self.now,
             campaign: campaign.to_string(),
             outcome: outcome.to_string(),
             cause: cause.map(str::to_string),
-            detail,
+            detail: detail.map(str::to_string),
             variant: variant.map(str::to_string),
             delivery: delivery.map(str::to_string),
             repeats: 0,
@@ -162,7 +185,6 @@ impl<'a> Ctx<'a> {
         });
         // Decisions alone do not force a write: they are persisted with the next
         // material change of the user's engine state (see docs/campaigns.md).
-        self.fx.decisions.push(outcome);
     }
 
     /// Applies one mutation and evaluates what it makes due.
@@ -228,16 +250,24 @@ impl<'a> Ctx<'a> {
             self.attribute_conversions(st, name, ops);
         }
         let entered = self.update_segments(st, &change);
-        let mut cands: Vec<(Arc<Campaign>, String)> = Vec::new();
+        let mut cands: Vec<(Arc<Campaign>, Arc<str>)> = Vec::new();
         for seg in &entered {
             for c in self.rs.by_segment.get(seg).into_iter().flatten() {
-                cands.push((c.clone(), format!("segment_entry:{seg}")));
+                cands.push((c.clone(), Arc::from(format!("segment_entry:{seg}"))));
             }
         }
-        let page = self
-            .target_session()
-            .and_then(|s| s.core.lock().page.clone());
+        let listeners = match &change {
+            Change::Event(name) => self.rs.by_event.get(name).is_some_and(|l| !l.is_empty()),
+            _ => false,
+        };
+        let page = if listeners {
+            self.target_session()
+                .and_then(|s| s.core.lock().page.clone())
+        } else {
+            None
+        };
         if let Change::Event(name) = &change {
+            let event_cause: Arc<str> = Arc::from(format!("event:{name}"));
             for c in self.rs.by_event.get(name).into_iter().flatten() {
                 match &c.trigger {
                     Trigger::Event { filter, .. } => {
@@ -245,7 +275,7 @@ impl<'a> Ctx<'a> {
                             subject(self.app, st, self.now, page.as_deref(), props).eval(f)
                         });
                         if ok {
-                            cands.push((c.clone(), format!("event:{name}")));
+                            cands.push((c.clone(), event_cause.clone()));
                         }
                     }
                     Trigger::GoalCount { count, .. } => {
@@ -255,7 +285,7 @@ impl<'a> Ctx<'a> {
                             && st.engine.goals.insert(c.id.clone())
                         {
                             self.dirty = true;
-                            cands.push((c.clone(), format!("goal:{name}")));
+                            cands.push((c.clone(), Arc::from(format!("goal:{name}"))));
                         }
                     }
                     _ => {}
@@ -270,7 +300,7 @@ impl<'a> Ctx<'a> {
                 {
                     st.engine.goals.insert(c.id.clone());
                     self.dirty = true;
-                    cands.push((c.clone(), "goal:conditions".into()));
+                    cands.push((c.clone(), Arc::from("goal:conditions")));
                 }
             }
         }
@@ -336,12 +366,18 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// The session a delivery goes to: the cause's, else the most recently active one.
-    fn target_session(&self) -> Option<Arc<Session>> {
-        match &self.session {
+    /// The session a delivery goes to: the cause's, else the most recently active one
+    /// (looked up once per step).
+    fn target_session(&mut self) -> Option<Arc<Session>> {
+        if let Some(t) = &self.target {
+            return t.clone();
+        }
+        let t = match &self.session {
             Some(s) if s.core.lock().attached.is_some() => Some(s.clone()),
             _ => self.app.registry.most_recent(self.user),
-        }
+        };
+        self.target = Some(t.clone());
+        t
     }
 
     fn in_audience(&self, st: &UserState, c: &Campaign, page: Option<&str>) -> bool {
@@ -357,12 +393,12 @@ impl<'a> Ctx<'a> {
         st: &UserState,
         c: &Campaign,
         target: Option<&Arc<Session>>,
-    ) -> Option<String> {
+    ) -> Option<&'static str> {
         let cap = st.engine.caps.get(&c.id);
         if let Some(max) = c.frequency.max_per_user {
             let used = cap.map(|c| c.used()).unwrap_or(0);
             if used >= max {
-                return Some(format!("max_per_user: {used} of {max} used"));
+                return Some("max_per_user reached");
             }
         }
         if let (Some(iv), Some(last)) = (
@@ -370,10 +406,7 @@ impl<'a> Ctx<'a> {
             cap.and_then(|c| c.last_delivery()),
         ) {
             if self.now < last + iv {
-                return Some(format!(
-                    "min_interval: next allowed at {}",
-                    crate::clock::rfc3339(last + iv)
-                ));
+                return Some("inside min_interval");
             }
         }
         if let (Some(max), Some(s)) = (c.frequency.max_per_session, target) {
@@ -385,7 +418,7 @@ impl<'a> Ctx<'a> {
                 .copied()
                 .unwrap_or(0);
             if n >= max {
-                return Some(format!("max_per_session: {n} of {max} in this session"));
+                return Some("max_per_session reached");
             }
         }
         None
@@ -394,7 +427,7 @@ impl<'a> Ctx<'a> {
     fn decide(
         &mut self,
         st: &mut UserState,
-        mut cands: Vec<(Arc<Campaign>, String)>,
+        mut cands: Vec<(Arc<Campaign>, Arc<str>)>,
         ops: &mut Vec<WriteOp>,
     ) {
         if cands.is_empty() {
@@ -410,14 +443,22 @@ impl<'a> Ctx<'a> {
         let page = target.as_ref().and_then(|s| s.core.lock().page.clone());
         let mut winner: Option<String> = None;
         for (c, cause) in cands {
-            let cause = Some(cause.as_str());
+            let cause = Some(&*cause);
             if !c.live_at(self.now) {
                 self.record(st, &c.id, "outside_schedule", cause, None, None, None);
                 continue;
             }
             if let Some(w) = &winner {
-                let detail = Some(format!("`{w}` won on priority"));
-                self.record(st, &c.id, "lost_to_priority", cause, detail, None, None);
+                let detail = format!("`{w}` won on priority");
+                self.record(
+                    st,
+                    &c.id,
+                    "lost_to_priority",
+                    cause,
+                    Some(&detail),
+                    None,
+                    None,
+                );
                 continue;
             }
             if !self.in_audience(st, &c, page.as_deref()) {
@@ -473,7 +514,7 @@ impl<'a> Ctx<'a> {
                     &c.id,
                     "modal_busy",
                     cause,
-                    Some("another modal is open in the session".into()),
+                    Some("another modal is open in the session"),
                     None,
                     None,
                 );
@@ -546,7 +587,7 @@ impl<'a> Ctx<'a> {
                     &c.id,
                     "delivered",
                     cause,
-                    Some(format!("session {}", s.id)),
+                    Some(format!("session {}", s.id)).as_deref(),
                     Some(variant),
                     Some(&delivery),
                 );
@@ -573,7 +614,7 @@ impl<'a> Ctx<'a> {
                     &c.id,
                     "pending",
                     cause,
-                    Some("no live session; waits for the next one".into()),
+                    Some("no live session; waits for the next one"),
                     Some(variant),
                     Some(&delivery),
                 );
@@ -625,7 +666,7 @@ impl<'a> Ctx<'a> {
                 &p.campaign,
                 "delivered",
                 Some("pending"),
-                Some(format!("session {}", s.id)),
+                Some(format!("session {}", s.id)).as_deref(),
                 Some(&p.variant),
                 Some(&p.delivery),
             );
@@ -675,7 +716,7 @@ impl<'a> Ctx<'a> {
             &campaign,
             outcome,
             None,
-            Some("unseen: cap slot given back".into()),
+            Some("unseen: cap slot given back"),
             None,
             Some(delivery),
         );
@@ -810,14 +851,14 @@ impl<'a> Ctx<'a> {
                             && core.inactivity_fired.get(&c.id) != Some(&last)
                         {
                             core.inactivity_fired.insert(c.id.clone(), last);
-                            cands.push((c.clone(), "inactivity".to_string()));
+                            cands.push((c.clone(), Arc::from("inactivity")));
                         }
                     }
                     Trigger::SessionDuration { dur }
                         if self.now - s.started_at >= *dur
                             && core.duration_fired.insert(c.id.clone()) =>
                     {
-                        cands.push((c.clone(), "session_duration".to_string()));
+                        cands.push((c.clone(), Arc::from("session_duration")));
                     }
                     _ => {}
                 }

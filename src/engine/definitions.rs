@@ -460,6 +460,8 @@ fn check_url(v: &Value, path: &str, allow_relative: bool) -> Result<(), CondErro
     let ok = lower.starts_with("https://")
         || lower.starts_with("http://")
         || (allow_relative && lower.starts_with('/') && !lower.starts_with("//"));
+    // Browsers read `\` as `/`: `/\evil.example` would be a protocol-relative URL.
+    let ok = ok && !u.contains('\\') && !u.chars().any(char::is_control);
     if !ok || u.len() > 2048 {
         return Err(err(
             path,
@@ -895,6 +897,13 @@ mod tests {
             ),
             "variants[0].message.buttons[0].url"
         );
+        for url in ["/\\evil.example", "//evil.example", "data:text/html,x"] {
+            assert_eq!(
+                e(&|v| v["variants"][0]["message"]["buttons"][0]["url"] = json!(url)),
+                "variants[0].message.buttons[0].url",
+                "{url}"
+            );
+        }
         assert_eq!(
             e(&|v| v["variants"][1]["message"]["body"] = json!("{{ user.x")),
             "variants[1].message.body"
