@@ -114,6 +114,12 @@ if [ "$only" != floor ]; then
     --data-dir "$data_dir" "${cfg_args[@]}" > "$out/gateway.log" 2>&1 &
   server_pid=$!
   wait_port "$port"
+  if [ -n "${CAMPAIGN:-}" ]; then
+    # The scenario's campaign (e.g. one event trigger) so trigger events produce messages.
+    echo "curl -X PUT -H 'Authorization: Bearer beckon-dev-admin' http://127.0.0.1:$port/v1/campaigns/lt-campaign -d '$CAMPAIGN'" >> "$cmdlog"
+    curl -sf -X PUT -H 'Authorization: Bearer beckon-dev-admin' -H 'content-type: application/json' \
+      "http://127.0.0.1:$port/v1/campaigns/lt-campaign" -d "$CAMPAIGN" > /dev/null
+  fi
   echo "beckon-loadgen run --scenario $SCENARIO --mode beckon --url ws://127.0.0.1:$port/v1/ws --sessions $SESSIONS --procs $PROCS --sources $SOURCES --pid <gateway> $ARGS" >> "$cmdlog"
   loadgen beckon "ws://127.0.0.1:$port/v1/ws" "$out/gateway.json" 2>&1 | tee "$out/gateway.txt" || gw_ok=0
   stop_server

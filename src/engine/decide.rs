@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::condition::{engagement_key, Did, Subject};
-use super::definitions::{Audience, Campaign, Trigger};
+use super::definitions::{Audience, Campaign, PagePattern, Trigger};
 use super::ruleset::{Change, Ruleset};
 use super::state::{Decision, Pending, Reservation};
 use super::timers::TimerKey;
@@ -97,7 +97,7 @@ pub struct Ctx<'a> {
     target: Option<Option<Arc<Session>>>,
 }
 
-fn subject<'s>(
+pub(crate) fn subject<'s>(
     app: &App,
     st: &'s UserState,
     now: Millis,
@@ -841,11 +841,7 @@ impl<'a> Ctx<'a> {
                 }
                 match &c.trigger {
                     Trigger::Inactivity { dur, page } => {
-                        let on_page = match (page, &core.page) {
-                            (Some(p), Some(cur)) => p.matches(cur),
-                            (Some(_), None) => false,
-                            (None, _) => true,
-                        };
+                        let on_page = PagePattern::admits(page, &core.page);
                         if on_page
                             && self.now - last >= *dur
                             && core.inactivity_fired.get(&c.id) != Some(&last)

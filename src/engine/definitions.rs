@@ -123,6 +123,16 @@ impl PagePattern {
     pub fn matches(&self, path: &str) -> bool {
         glob(self.0.as_bytes(), path.as_bytes())
     }
+
+    /// Whether an optional page filter admits a session's current page (no filter:
+    /// any page; a filter and no known page: no).
+    pub fn admits(filter: &Option<PagePattern>, current: &Option<String>) -> bool {
+        match (filter, current) {
+            (Some(p), Some(cur)) => p.matches(cur),
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
+    }
 }
 
 fn glob(p: &[u8], s: &[u8]) -> bool {

@@ -40,16 +40,7 @@ pub async fn explain(
     });
     app.profiles
         .read(user, |st| {
-            let subject = super::condition::Subject {
-                attributes: &st.attributes,
-                aggregates: &st.aggregates,
-                filtered: &st.filtered,
-                activity: st.activity,
-                half_life: app.engine.derive.half_life,
-                now,
-                page: page.as_deref(),
-                props: None,
-            };
+            let subject = super::decide::subject(app, st, now, page.as_deref(), None);
             let mut reasons: Vec<String> = Vec::new();
             if c.status != Status::Active {
                 reasons.push(format!("campaign is {}", status(c.status)));

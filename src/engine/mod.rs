@@ -493,11 +493,7 @@ pub fn arm_session(app: &App, session: &Session) {
                 .filter(|c| c.end.is_none_or(|e| now < e))
                 .filter_map(|c| match &c.trigger {
                     Trigger::Inactivity { dur, page } => {
-                        let on_page = match (page, &core.page) {
-                            (Some(p), Some(cur)) => p.matches(cur),
-                            (Some(_), None) => false,
-                            (None, _) => true,
-                        };
+                        let on_page = definitions::PagePattern::admits(page, &core.page);
                         (on_page && core.inactivity_fired.get(&c.id) != Some(&last))
                             .then(|| (last + dur).max(c.start.unwrap_or(Millis::MIN)))
                     }

@@ -13,7 +13,9 @@ use axum::Json;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::users::{apply_events, check_attributes, check_event, check_user_id, ServerEvent};
+use super::users::{
+    apply_events, bounded_array, check_attributes, check_event, check_user_id, ServerEvent,
+};
 use super::{constant_time_eq, ApiError, JsonBody};
 use crate::app::App;
 use crate::profile::Mutation;
@@ -245,21 +247,12 @@ pub async fn batch(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     require_write_key(&app, &headers)?;
-    let Some(Value::Array(items)) = body.get("batch") else {
-        return Err(ApiError::invalid(
-            "batch",
-            "required: an array of track/identify/page calls",
-        ));
-    };
-    if items.len() > app.cfg.limits.events_per_request {
-        return Err(ApiError::too_large(
-            "batch",
-            format!(
-                "at most {} calls per batch",
-                app.cfg.limits.events_per_request
-            ),
-        ));
-    }
+    let items = bounded_array(
+        &app,
+        &body,
+        "batch",
+        "an array of track/identify/page calls",
+    )?;
     let mut calls = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("batch[{i}]");

@@ -138,6 +138,26 @@ pub async fn patch_user(
     ))
 }
 
+/// The array at `field`, at most `limits.events_per_request` long.
+pub fn bounded_array<'a>(
+    app: &App,
+    body: &'a Value,
+    field: &str,
+    what: &str,
+) -> Result<&'a Vec<Value>, ApiError> {
+    let Some(Value::Array(items)) = body.get(field) else {
+        return Err(ApiError::invalid(field, format!("required: {what}")));
+    };
+    let max = app.cfg.limits.events_per_request;
+    if items.len() > max {
+        return Err(ApiError::too_large(
+            field,
+            format!("at most {max} items per request"),
+        ));
+    }
+    Ok(items)
+}
+
 /// One validated server-side event.
 pub struct ServerEvent {
     pub id: Option<String>,
@@ -266,21 +286,12 @@ pub async fn post_events(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&app, &headers)?;
     check_user_id(&id)?;
-    let Some(Value::Array(items)) = body.get("events") else {
-        return Err(ApiError::invalid(
-            "events",
-            "required: an array of {id, event, properties, at}",
-        ));
-    };
-    if items.len() > app.cfg.limits.events_per_request {
-        return Err(ApiError::too_large(
-            "events",
-            format!(
-                "at most {} events per request",
-                app.cfg.limits.events_per_request
-            ),
-        ));
-    }
+    let items = bounded_array(
+        &app,
+        &body,
+        "events",
+        "an array of {id, event, properties, at}",
+    )?;
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("events[{i}]");
