@@ -366,7 +366,18 @@ pub struct Step {
 impl Step {
     /// Waits for durability, then performs the step's effects.
     pub async fn finish(self, app: &Arc<App>) -> Result<(), StoreError> {
+        self.finish_then(app, |_| {}).await
+    }
+
+    /// Like [`Step::finish`], calling `durable(ok)` between durability and the effects
+    /// (so a session can queue its `ok` ahead of the messages the step delivers).
+    pub async fn finish_then(
+        self,
+        app: &Arc<App>,
+        durable: impl FnOnce(bool),
+    ) -> Result<(), StoreError> {
         let r = app.profiles.finish(self.durable).await;
+        durable(r.is_ok());
         self.effects.perform(app, r.is_ok());
         r
     }
@@ -424,6 +435,23 @@ pub async fn ingest(
 ) -> Result<Vec<Outcome>, StoreError> {
     run(app, user, session, |ctx, state, ops| {
         ops.extend(extra);
+        mutations
+            .into_iter()
+            .map(|m| ctx.apply_mutation(state, m, ops))
+            .collect()
+    })
+    .await
+}
+
+/// [`ingest`] without waiting for durability: returns once the step is ordered (its
+/// writes submitted under the user's lock), with the [`Step`] that completes it.
+pub async fn ingest_submit(
+    app: &Arc<App>,
+    user: &str,
+    mutations: Vec<Mutation>,
+    session: Option<&Arc<Session>>,
+) -> Result<(Vec<Outcome>, Step), StoreError> {
+    submit(app, user, session, |ctx, state, ops| {
         mutations
             .into_iter()
             .map(|m| ctx.apply_mutation(state, m, ops))

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -289,6 +290,22 @@ where
     Ok(conn)
 }
 
+/// Most batches of frames awaiting durability per session; past it the session stops
+/// reading until the oldest lands.
+const MAX_INFLIGHT: usize = 64;
+
+/// A batch of frames whose writes are submitted, waiting for durability.
+struct Pending {
+    durable: bool,
+    ids: Vec<String>,
+    events: u64,
+    received: Instant,
+}
+
+/// The session's in-flight batches, completed in frame order.
+type Inflight =
+    FuturesOrdered<std::pin::Pin<Box<dyn std::future::Future<Output = Pending> + Send>>>;
+
 /// An attached connection's state.
 struct Conn {
     app: Arc<App>,
@@ -433,7 +450,13 @@ impl Conn {
         let token_sleep = tokio::time::sleep_until(self.token_instant());
         tokio::pin!(token_sleep);
         let shutdown = self.app.shutdown.clone();
+        let mut inflight: Inflight = FuturesOrdered::new();
         loop {
+            // Answers first: a step reports durability before it confirms its deliveries,
+            // so an `ok` always goes out ahead of the messages its frame caused.
+            while let Some(Some(done)) = inflight.next().now_or_never() {
+                self.complete(done);
+            }
             if let Err(end) = self.collect_outgoing() {
                 return end;
             }
@@ -447,7 +470,8 @@ impl Conn {
                     return close(CloseCode::TokenExpired, "token expired: send auth before exp");
                 }
                 _ = self.session.notify.notified() => {}
-                msg = ws.next() => {
+                Some(done) = inflight.next(), if !inflight.is_empty() => self.complete(done),
+                msg = ws.next(), if inflight.len() < MAX_INFLIGHT => {
                     last_heard = Instant::now();
                     let text = match msg {
                         Some(Ok(Message::Text(t))) => t,
@@ -466,7 +490,7 @@ impl Conn {
                         }
                         Some(Err(_)) => return End::Gone,
                     };
-                    if let Some(end) = self.handle_text(&text).await {
+                    if let Some(end) = self.handle_text(&text, &mut inflight).await {
                         let _ = self.flush(ws).await;
                         return end;
                     }
@@ -486,6 +510,28 @@ impl Conn {
         }
     }
 
+    /// A batch became durable (or failed): answer its ids.
+    fn complete(&mut self, p: Pending) {
+        if !p.durable {
+            for id in p.ids {
+                self.error(ErrorCode::Unavailable, "not stored; resend later", Some(id));
+            }
+            return;
+        }
+        self.app
+            .metrics
+            .events
+            .get_or_create(&crate::metrics::DoorLabel { door: "ws" })
+            .inc_by(p.events);
+        if !p.ids.is_empty() {
+            self.push(&ServerFrame::Ok { ids: p.ids });
+            self.app
+                .metrics
+                .ack_seconds
+                .observe(p.received.elapsed().as_secs_f64());
+        }
+    }
+
     fn token_instant(&self) -> Instant {
         let left = self
             .token_deadline
@@ -501,7 +547,7 @@ impl Conn {
     }
 
     /// Handles one text frame (single or batch). Returns `Some` to close.
-    async fn handle_text(&mut self, text: &str) -> Option<End> {
+    async fn handle_text(&mut self, text: &str, inflight: &mut Inflight) -> Option<End> {
         let received = Instant::now();
         let items = match decode_text(text, &self.app.values) {
             Decoded::Single(r) => vec![r],
@@ -652,29 +698,21 @@ impl Conn {
             let n_events = mutations
                 .iter()
                 .filter(|m| matches!(m, Mutation::Event { .. }))
-                .count();
+                .count() as u64;
             let user = self.session.user.clone();
-            match crate::engine::ingest(
-                &self.app,
-                &user,
-                mutations,
-                Vec::new(),
-                Some(&self.session),
-            )
-            .await
+            // Ordered now, durable later: the session reads on while the commit is in
+            // flight, and the `ok` goes out when it lands (in frame order).
+            match crate::engine::ingest_submit(&self.app, &user, mutations, Some(&self.session))
+                .await
             {
-                Ok(outcomes) => {
-                    self.app
-                        .metrics
-                        .events
-                        .get_or_create(&crate::metrics::DoorLabel { door: "ws" })
-                        .inc_by(n_events as u64);
+                Ok((outcomes, step)) => {
+                    let mut ids = Vec::new();
                     for (id, outcome) in mutation_ids.into_iter().zip(outcomes) {
                         match outcome {
-                            Outcome::Applied => ok_now.extend(id),
+                            Outcome::Applied => ids.extend(id),
                             Outcome::Duplicate => {
                                 self.app.metrics.duplicates.inc();
-                                ok_now.extend(id)
+                                ids.extend(id)
                             }
                             Outcome::Forbidden(key) => self.error(
                                 ErrorCode::ForbiddenAttribute,
@@ -683,6 +721,25 @@ impl Conn {
                             ),
                         }
                     }
+                    // The step completes in its own task, so its deliveries are confirmed
+                    // even if this connection goes away first.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let app = self.app.clone();
+                    self.app.tracker.spawn(async move {
+                        let _ = step
+                            .finish_then(&app, |ok| {
+                                let _ = tx.send(ok);
+                            })
+                            .await;
+                    });
+                    inflight.push_back(Box::pin(async move {
+                        Pending {
+                            durable: rx.await.unwrap_or(false),
+                            ids,
+                            events: n_events,
+                            received,
+                        }
+                    }));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "frame not durable");
@@ -691,9 +748,6 @@ impl Conn {
                     }
                 }
             }
-        }
-        if active {
-            crate::engine::activity(&self.app, &self.session, page_changed);
         }
         if active {
             crate::engine::activity(&self.app, &self.session, page_changed);

@@ -205,11 +205,9 @@ impl Profiles {
         let mut ops = Vec::new();
         let out = f(&user, state, &mut ops);
         // Submitting under the user's lock fixes the order of this user's writes.
-        let ticket = if ops.is_empty() {
-            None
-        } else {
-            Some(self.store.submit(ops))
-        };
+        // Submitted even when empty: it is then a barrier that resolves after every
+        // earlier write, so e.g. the `ok` of a duplicate never overtakes its original.
+        let ticket = Some(self.store.submit(ops));
         drop(guard);
         Ok((out, Durable { user, slot, ticket }))
     }
