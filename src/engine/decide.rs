@@ -34,6 +34,7 @@ pub struct Effects {
     cancel_expiries: Vec<String>,
     outstanding: Vec<(String, String, bool)>,
     decisions: Vec<&'static str>,
+    new_decisions: Vec<String>,
     user_timer: Option<Option<Millis>>,
 }
 
@@ -172,7 +173,7 @@ impl<'a> Ctx<'a> {
                 return;
             }
         }
-        st.engine.decide(Decision {
+        let d = Decision {
             at: self.now,
             campaign: campaign.to_string(),
             outcome: outcome.to_string(),
@@ -182,9 +183,13 @@ impl<'a> Ctx<'a> {
             delivery: delivery.map(str::to_string),
             repeats: 0,
             first_at: None,
-        });
-        // Decisions alone do not force a write: they are persisted with the next
-        // material change of the user's engine state (see docs/campaigns.md).
+        };
+        // Appended on its own, so the state snapshot does not carry the history.
+        // (A folded repeat only updates memory: a reload shows its first occurrence.)
+        self.fx
+            .new_decisions
+            .push(serde_json::to_string(&d).unwrap_or_default());
+        st.engine.decide(d);
     }
 
     /// Applies one mutation and evaluates what it makes due.
@@ -865,6 +870,13 @@ impl<'a> Ctx<'a> {
 
     /// Persists the engine state if it changed and schedules the user's next time crossing.
     pub fn finish(&mut self, st: &mut UserState, ops: &mut Vec<WriteOp>) {
+        for data in self.fx.new_decisions.drain(..) {
+            ops.push(WriteOp::Decision {
+                user: self.user.to_string(),
+                at: self.now,
+                data,
+            });
+        }
         if self.dirty {
             ops.push(WriteOp::EngineState {
                 user: self.user.to_string(),

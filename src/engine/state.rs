@@ -134,8 +134,9 @@ pub struct EngineState {
     /// Deliveries waiting for a session.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Pending>,
-    /// Recent decisions, oldest first.
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    /// Recent decisions, oldest first. Not part of the snapshot: each decision is
+    /// appended on its own (`WriteOp::Decision`) and the newest are loaded with the user.
+    #[serde(skip)]
     pub decisions: VecDeque<Decision>,
     /// Recently counted engagements (`delivery:action:button`).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]

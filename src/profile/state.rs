@@ -128,6 +128,11 @@ impl UserState {
             {
                 s.engine = e;
             }
+            s.engine.decisions = rec
+                .decisions
+                .iter()
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect();
         }
         s.derive_from(events, now, cfg, derive);
         s

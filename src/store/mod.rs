@@ -42,6 +42,8 @@ pub struct UserRecord {
     pub dedup: Vec<(String, Millis)>,
     /// The campaign engine's per-user state (JSON), if any.
     pub engine: Option<String>,
+    /// The user's most recent engine decisions (JSON), oldest first.
+    pub decisions: Vec<String>,
 }
 
 /// One event in a user's retained history.
@@ -195,6 +197,15 @@ pub enum WriteOp {
         /// User id.
         user: String,
         /// JSON snapshot.
+        data: String,
+    },
+    /// Append one engine decision to the user's history (for explain).
+    Decision {
+        /// User id.
+        user: String,
+        /// When.
+        at: Millis,
+        /// JSON.
         data: String,
     },
     /// Remove one delivery from a session's outbox (revoked or expired).

@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS engagement (delivery TEXT NOT NULL, action TEXT NOT N
 CREATE TABLE IF NOT EXISTS user_engine (user TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stats (campaign TEXT NOT NULL, variant TEXT NOT NULL, hour INTEGER NOT NULL, metric TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (campaign, hour, variant, metric)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stat_users (campaign TEXT NOT NULL, variant TEXT NOT NULL, hour INTEGER NOT NULL, metric TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (campaign, hour, variant, metric, user)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (user TEXT NOT NULL, at INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_user ON decisions (user);
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
 CREATE TABLE IF NOT EXISTS definitions (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 ";
 
@@ -310,6 +313,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             )?
             .execute(params![user, data])?;
         }
+        WriteOp::Decision { user, at, data } => {
+            tx.prepare_cached("INSERT INTO decisions (user, at, data) VALUES (?1, ?2, ?3)")?
+                .execute(params![user, at, data])?;
+        }
         WriteOp::OutboxDelete { session, delivery } => {
             tx.prepare_cached("DELETE FROM outbox WHERE session = ?1 AND delivery = ?2")?
                 .execute(params![session, delivery])?;
@@ -358,6 +365,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 params![*history_max_events as i64],
             )?;
             tx.execute("DELETE FROM dedup WHERE at < ?1", params![dedup_before])?;
+            tx.execute(
+                "DELETE FROM decisions WHERE at < ?1",
+                params![history_before],
+            )?;
             tx.execute(
                 "DELETE FROM outbox WHERE session IN (SELECT id FROM sessions WHERE updated_at < ?1)",
                 params![sessions_before],
@@ -427,6 +438,18 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT data FROM user_engine WHERE user = ?1")
                 .and_then(|mut s| s.query_row(params![user], |r| r.get(0)).optional())
                 .map_err(err)?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT data FROM decisions WHERE user = ?1 ORDER BY rowid DESC LIMIT 100",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![user], |r| r.get::<_, String>(0))
+                .map_err(err)?;
+            for row in rows {
+                rec.decisions.push(row.map_err(err)?);
+            }
+            rec.decisions.reverse();
             let exists = attributes.is_some() || !rec.aggregates.is_empty() || rec.engine.is_some();
             Ok(exists.then_some(rec))
         })
