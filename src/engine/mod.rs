@@ -366,18 +366,7 @@ pub struct Step {
 impl Step {
     /// Waits for durability, then performs the step's effects.
     pub async fn finish(self, app: &Arc<App>) -> Result<(), StoreError> {
-        self.finish_then(app, |_| {}).await
-    }
-
-    /// Like [`Step::finish`], calling `durable(ok)` between durability and the effects
-    /// (so a session can queue its `ok` ahead of the messages the step delivers).
-    pub async fn finish_then(
-        self,
-        app: &Arc<App>,
-        durable: impl FnOnce(bool),
-    ) -> Result<(), StoreError> {
         let r = app.profiles.finish(self.durable).await;
-        durable(r.is_ok());
         self.effects.perform(app, r.is_ok());
         r
     }

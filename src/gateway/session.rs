@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -443,6 +443,20 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut inflight: Inflight = FuturesOrdered::new();
+        let end = self.run_loop(ws, &mut inflight).await;
+        if !inflight.is_empty() {
+            self.app
+                .tracker
+                .spawn(async move { while inflight.next().await.is_some() {} });
+        }
+        end
+    }
+
+    async fn run_loop<S>(&mut self, ws: &mut WebSocketStream<S>, inflight: &mut Inflight) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let hb = self.app.cfg.session.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -450,13 +464,7 @@ impl Conn {
         let token_sleep = tokio::time::sleep_until(self.token_instant());
         tokio::pin!(token_sleep);
         let shutdown = self.app.shutdown.clone();
-        let mut inflight: Inflight = FuturesOrdered::new();
         loop {
-            // Answers first: a step reports durability before it confirms its deliveries,
-            // so an `ok` always goes out ahead of the messages its frame caused.
-            while let Some(Some(done)) = inflight.next().now_or_never() {
-                self.complete(done);
-            }
             if let Err(end) = self.collect_outgoing() {
                 return end;
             }
@@ -490,7 +498,7 @@ impl Conn {
                         }
                         Some(Err(_)) => return End::Gone,
                     };
-                    if let Some(end) = self.handle_text(&text, &mut inflight).await {
+                    if let Some(end) = self.handle_text(&text, inflight).await {
                         let _ = self.flush(ws).await;
                         return end;
                     }
@@ -721,20 +729,14 @@ impl Conn {
                             ),
                         }
                     }
-                    // The step completes in its own task, so its deliveries are confirmed
-                    // even if this connection goes away first.
-                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    // Driven by this session's loop (no task per frame); if the connection
+                    // ends first, what is left is handed to a task so its deliveries are
+                    // still confirmed.
                     let app = self.app.clone();
-                    self.app.tracker.spawn(async move {
-                        let _ = step
-                            .finish_then(&app, |ok| {
-                                let _ = tx.send(ok);
-                            })
-                            .await;
-                    });
                     inflight.push_back(Box::pin(async move {
+                        let durable = step.finish(&app).await.is_ok();
                         Pending {
-                            durable: rx.await.unwrap_or(false),
+                            durable,
                             ids,
                             events: n_events,
                             received,
