@@ -1,7 +1,8 @@
 //! One WebSocket connection: the hello handshake, then a loop that decodes client frames
-//! (via `protocol`), applies them (via `profile`), answers `ok`/`error`, sends deliveries
-//! from the session's outbox, pings, and closes with the contract's codes. Generic over
-//! the byte stream so it runs on any `AsyncRead + AsyncWrite`.
+//! (via `protocol`), hands them to the engine (which orders them per user and commits
+//! them), answers `ok`/`error` as commits land, sends deliveries from the session's
+//! outbox, pings, and closes with the contract's codes. Generic over the byte stream so it
+//! runs on any `AsyncRead + AsyncWrite`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
