@@ -1,5 +1,7 @@
 //! `--dev` conveniences: example segments and campaigns for all four trigger kinds, so the
-//! demo app at `/demo/` shows messages within a minute. Seeded only into an empty store.
+//! demo app at `/demo/` shows messages within a minute. Seeded only into an empty store,
+//! and scoped to demo users (tokens from `/demo/token` carry `"demo": true`), so that
+//! users of your own tests and campaigns on a dev gateway never meet them.
 
 use std::sync::Arc;
 
@@ -11,6 +13,9 @@ use crate::app::App;
 type Definitions = Vec<(&'static str, Value)>;
 
 fn examples() -> (Definitions, Definitions) {
+    #[allow(non_snake_case)]
+    let DEMO = json!({"attr":"demo","op":"eq","value":true});
+    let demo_audience = json!({"conditions": DEMO});
     let segments = vec![
         (
             "professional",
@@ -18,7 +23,8 @@ fn examples() -> (Definitions, Definitions) {
         ),
         (
             "pro-no-integration",
-            json!({"name":"Pro, no integration after 5 days","conditions":{"all":[
+            json!({"name":"Pro, no integration after 5 days (demo users)","conditions":{"all":[
+                DEMO,
                 {"attr":"plan","op":"eq","value":"professional"},
                 {"since":"signed_up_at","op":"gte","value":"5d"},
                 {"event":"integration_connected","count":{"op":"eq","value":0}}]}}),
@@ -33,6 +39,7 @@ fn examples() -> (Definitions, Definitions) {
             "setup-help",
             json!({"name":"Stuck on setup (inactivity)","status":"active",
                 "trigger":{"type":"inactivity","duration":"30s","page":"/demo/setup*"},
+                "audience": demo_audience,
                 "variants":[{"id":"a","weight":1,"message":{"kind":"banner","position":"bottom",
                     "body":"Stuck on setup, {{ user.first_name | default: \"friend\" }}? Our guide takes 3 minutes.",
                     "buttons":[{"id":"guide","label":"Open the guide","url":"/demo/setup#guide"},{"id":"close","label":"Not now","action":"dismiss"}]}}],
@@ -42,6 +49,7 @@ fn examples() -> (Definitions, Definitions) {
             "long-session",
             json!({"name":"Two minutes in (session duration)","status":"active",
                 "trigger":{"type":"session_duration","duration":"2m"},
+                "audience": demo_audience,
                 "variants":[{"id":"a","weight":1,"message":{"kind":"slideout","title":"Enjoying Acme?","body":"Tell us what you would improve.",
                     "buttons":[{"id":"feedback","label":"Give feedback","url":"/demo/dashboard#feedback"}]}}],
                 "frequency":{"max_per_user":3},"priority":5,"expires_after":"10m"}),
@@ -60,6 +68,7 @@ fn examples() -> (Definitions, Definitions) {
             "first-export",
             json!({"name":"First export (goal)","status":"active",
                 "trigger":{"type":"goal","event":"export_completed","count":1},
+                "audience": demo_audience,
                 "variants":[{"id":"a","weight":1,"message":{"kind":"banner","position":"top","body":"Your first export is done. Schedule it to run every week?",
                     "buttons":[{"id":"schedule","label":"Schedule it","url":"/demo/dashboard#schedule"}]}}],
                 "priority":40,"goal":{"event":"export_scheduled","within":"1d"},"expires_after":"30m"}),
@@ -68,6 +77,7 @@ fn examples() -> (Definitions, Definitions) {
             "upgrade-nudge",
             json!({"name":"Clicked upgrade (event, A/B with control)","status":"active",
                 "trigger":{"type":"event","event":"clicked_upgrade","where":{"prop":"plan","op":"eq","value":"pro"}},
+                "audience": demo_audience,
                 "variants":[
                     {"id":"a","weight":45,"message":{"kind":"slideout","title":"Professional, in short","body":"Unlimited exports, integrations and priority support.",
                         "buttons":[{"id":"upgrade","label":"Upgrade","url":"/demo/dashboard#upgrade"}]}},
@@ -80,6 +90,7 @@ fn examples() -> (Definitions, Definitions) {
             "export-tip",
             json!({"name":"Export tooltip (event)","status":"active",
                 "trigger":{"type":"event","event":"feature_viewed","where":{"prop":"feature","op":"eq","value":"reports"}},
+                "audience": demo_audience,
                 "variants":[{"id":"a","weight":1,"message":{"kind":"tooltip","anchor":"#export-button","placement":"bottom",
                     "body":"Export any report as CSV from here."}}],
                 "frequency":{"max_per_session":1},"priority":20,"expires_after":"10m"}),

@@ -106,7 +106,7 @@ fn demo_user(v: Option<&String>) -> Result<String, ApiError> {
     }
 }
 
-/// `GET /demo/token?user=`: a one-hour token signed with the dev secret.
+/// `GET /demo/token?user=`: a one-hour token signed with the dev secret, for a demo user.
 pub async fn demo_token(
     State(app): State<Arc<App>>,
     Query(q): Query<HashMap<String, String>>,
@@ -114,8 +114,10 @@ pub async fn demo_token(
     dev_only(&app)?;
     let user = demo_user(q.get("user"))?;
     let secret = app.cfg.jwt.secret.clone().unwrap_or_default();
-    let token =
-        crate::auth::mint_hs256(&secret, &user, Map::new(), app.clock.now_secs(), Some(3600));
+    // Marks the user as a demo user: the seeded example campaigns target only them.
+    let mut attrs = Map::new();
+    attrs.insert("demo".into(), Value::Bool(true));
+    let token = crate::auth::mint_hs256(&secret, &user, attrs, app.clock.now_secs(), Some(3600));
     Ok(Json(json!({"token": token})))
 }
 
