@@ -525,10 +525,13 @@ pub fn arm_session(app: &App, session: &Session) {
         return;
     };
     let key = TimerKey::Session(session.id.clone());
-    session.core.lock().timer_at = next;
-    match next {
-        Some(at) => timers.set(key, wall_to_instant(app, at.max(now))),
-        None => timers.cancel(key),
+    let prev = std::mem::replace(&mut session.core.lock().timer_at, next);
+    match (next, prev) {
+        (Some(at), _) => timers.set(key, wall_to_instant(app, at.max(now))),
+        // Nothing armed before or now: no message to the timer task (this runs on
+        // every activity frame of a session with no session-timed campaign).
+        (None, None) => {}
+        (None, Some(_)) => timers.cancel(key),
     }
 }
 
