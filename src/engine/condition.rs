@@ -729,11 +729,6 @@ pub fn prop_path<'a>(props: &'a Map<String, Value>, path: &str) -> Option<&'a Va
     Some(cur)
 }
 
-/// Occurrences within the last `window` (whole UTC days overlapping the window).
-pub fn count_within(agg: &Aggregate, window: Millis, now: Millis) -> u64 {
-    crate::profile::count_within(agg, window, now)
-}
-
 impl Subject<'_> {
     fn aggregate(&self, event: &str, filter: &Option<(String, Box<Cond>)>) -> Option<&Aggregate> {
         match filter {
@@ -769,7 +764,9 @@ impl Subject<'_> {
                 match measure {
                     Measure::Count {
                         within: Some(w), ..
-                    } => json!(agg.map(|a| count_within(a, *w, self.now)).unwrap_or(0)),
+                    } => json!(agg
+                        .map(|a| crate::profile::count_within(a, *w, self.now))
+                        .unwrap_or(0)),
                     Measure::Count { within: None, .. } => json!(agg.map(|a| a.count).unwrap_or(0)),
                     Measure::LastSeen { .. } => match agg.filter(|a| a.count > 0) {
                         Some(a) => {
@@ -829,7 +826,7 @@ impl Subject<'_> {
                     Measure::Count { op, value, within } => {
                         let n = match (agg, within) {
                             (None, _) => 0,
-                            (Some(a), Some(w)) => count_within(a, *w, self.now),
+                            (Some(a), Some(w)) => crate::profile::count_within(a, *w, self.now),
                             (Some(a), None) => a.count,
                         };
                         cmp_f(*op, n as f64, *value)

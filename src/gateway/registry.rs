@@ -154,16 +154,6 @@ impl Registry {
         self.sessions.get(id).map(|s| s.value().clone())
     }
 
-    /// Sessions known to this node (live or awaiting resume).
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Whether no session is known.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
     /// Live sessions of a user.
     pub fn live_sessions(&self, user: &str) -> Vec<Arc<Session>> {
         self.live.get(user).map(|v| v.clone()).unwrap_or_default()

@@ -82,11 +82,6 @@ impl Profiles {
         &self.cfg
     }
 
-    /// Users currently held in memory.
-    pub fn loaded_users(&self) -> usize {
-        self.slots.len()
-    }
-
     fn slot(&self, user: &str) -> (Arc<str>, Arc<UserSlot>) {
         if let Some(e) = self.slots.get(user) {
             return (e.key().clone(), e.value().clone());
@@ -170,7 +165,8 @@ impl Profiles {
     }
 
     /// Runs `f` on the user's state under the user's lock; the writes it appends are
-    /// committed in order and awaited. The general form of [`Profiles::apply`].
+    /// committed in order and awaited. Every door reaches it through `engine::ingest`, so
+    /// no change to a user skips campaign evaluation.
     pub async fn transact<T>(
         &self,
         user: &str,
@@ -226,25 +222,6 @@ impl Profiles {
         drop(slot);
         self.evict_if_unused(&user);
         result
-    }
-
-    /// Applies `mutations` (plus `extra` writes committed with them) for `user`, in
-    /// order, and waits until they are durable. Returns one outcome per mutation.
-    pub async fn apply(
-        &self,
-        user: &str,
-        mutations: Vec<Mutation>,
-        extra: Vec<WriteOp>,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let now = self.clock.now_ms();
-        self.transact(user, |user, state, ops| {
-            ops.extend(extra);
-            mutations
-                .into_iter()
-                .map(|m| state.apply(user, m, now, &self.cfg, ops))
-                .collect()
-        })
-        .await
     }
 
     /// Reads the user's state (loading it if needed); `None` when the user has no data.
