@@ -166,8 +166,13 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
     };
     let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&cfg.data_dir, cfg.store.fsync, metrics.clone())
-            .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
+        SqliteStore::open(
+            &cfg.data_dir,
+            cfg.store.fsync,
+            std::time::Duration::from_micros(cfg.store.commit_linger_us),
+            metrics.clone(),
+        )
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
     );
     let auth = Authenticator::new(
         &cfg.jwt,

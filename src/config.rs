@@ -204,6 +204,10 @@ impl Default for SessionConfig {
 pub struct StoreConfig {
     /// fsync every group commit (power-loss safe). Off: safe against process crashes only.
     pub fsync: bool,
+    /// Under load, how long the store writer waits for more writes to share a group
+    /// commit, in microseconds (0: never). Only when the writer is busy (a write arrives
+    /// while or just after the previous commit runs); an idle gateway commits at once.
+    pub commit_linger_us: u64,
     /// Raw event history retained per user, days (aggregates keep day buckets as long).
     pub history_days: u32,
     /// Raw events retained per user (oldest dropped first).
@@ -219,6 +223,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             fsync: true,
+            commit_linger_us: 500,
             history_days: 90,
             history_max_events: 10_000,
             dedup_ttl: Duration::from_secs(7 * 86_400),

@@ -120,7 +120,11 @@ impl Profiles {
         let now = self.clock.now_ms();
         let rec = self.store.load_user(user).await?;
         let events = match &rec {
-            Some(_) => self.store.events(user, now - self.history_ms()).await?,
+            Some(r) => {
+                self.store
+                    .events(user, now - self.history_ms(), r.aggregates_seq)
+                    .await?
+            }
             None => Vec::new(),
         };
         Ok(UserState::from_record(
@@ -146,7 +150,11 @@ impl Profiles {
             let mut guard = slot.state.lock().await;
             if let Some(state) = guard.as_mut() {
                 let now = self.clock.now_ms();
-                match self.store.events(&user, now - self.history_ms()).await {
+                match self
+                    .store
+                    .events(&user, now - self.history_ms(), u64::MAX)
+                    .await
+                {
                     Ok(events) => {
                         state.derive_from(&events, now, &self.cfg.store, &self.cfg.derive)
                     }

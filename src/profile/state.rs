@@ -13,6 +13,16 @@ use crate::store::{Aggregate, StoredEvent, UserRecord, WriteOp};
 
 const DAY_MS: Millis = 86_400_000;
 
+/// The aggregates snapshot is rewritten after this many events (and at session end, and
+/// with every engagement count); the events in between are replayed from their rows when
+/// the user is loaded. Bounds both the replay and the per-event write cost.
+const SNAPSHOT_EVERY: u64 = 64;
+
+/// An event that happened longer than this before the gateway saw it (a buffered or
+/// backfilled event) gets its id remembered on a dedup row: ids are otherwise recovered
+/// from the event rows, by occurrence time, when the user is loaded.
+const DEDUP_ROW_AFTER_MS: Millis = 60_000;
+
 /// A change to a user.
 #[derive(Debug, Clone)]
 pub enum Mutation {
@@ -99,6 +109,10 @@ pub struct UserState {
     pub engine: crate::engine::state::EngineState,
     dedup: Dedup,
     exists: bool,
+    /// The seq of the user's last stored event.
+    event_seq: u64,
+    /// The event seq the stored aggregates snapshot includes.
+    aggregates_seq: u64,
 }
 
 impl UserState {
@@ -118,8 +132,19 @@ impl UserState {
             s.exists = true;
             s.attributes = rec.attributes;
             s.aggregates = rec.aggregates.into_iter().collect();
-            for (id, at) in rec.dedup {
+            s.aggregates_seq = rec.aggregates_seq;
+            s.event_seq = rec.aggregates_seq;
+            let mut ids = rec.dedup;
+            ids.extend(events.iter().filter_map(|e| Some((e.id.clone()?, e.at))));
+            ids.sort_by_key(|&(_, at)| at);
+            for (id, at) in ids {
                 s.dedup.insert(&id, at, now, cfg);
+            }
+            // Events stored after the snapshot was written.
+            for e in events.iter().filter(|e| e.seq > s.aggregates_seq) {
+                let agg = s.aggregates.entry(e.name.clone()).or_default();
+                record(agg, e.at, now, cfg.history_days);
+                s.event_seq = s.event_seq.max(e.seq);
             }
             if let Some(e) = rec
                 .engine
@@ -134,8 +159,25 @@ impl UserState {
                 .filter_map(|d| serde_json::from_str(d).ok())
                 .collect();
         }
-        s.derive_from(events, now, cfg, derive);
+        // Older events are only here for the replay above.
+        let since = now - cfg.history_days as Millis * DAY_MS;
+        let retained = &events[events.partition_point(|e| e.at < since)..];
+        s.derive_from(retained, now, cfg, derive);
         s
+    }
+
+    /// Appends a snapshot of every aggregate, including the events stored so far.
+    fn snapshot_aggregates(&mut self, user: &str, ops: &mut Vec<WriteOp>) {
+        self.aggregates_seq = self.event_seq;
+        ops.push(WriteOp::Aggregates {
+            user: user.into(),
+            seq: self.event_seq,
+            aggregates: self
+                .aggregates
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
     }
 
     /// Recomputes the filtered aggregates and the activity score from history.
@@ -192,13 +234,10 @@ impl UserState {
         cfg: &ProfileConfig,
         ops: &mut Vec<WriteOp>,
     ) {
-        let agg = self.aggregates.entry(name.clone()).or_default();
+        let agg = self.aggregates.entry(name).or_default();
         record(agg, now, now, cfg.store.history_days);
-        ops.push(WriteOp::Aggregate {
-            user: user.into(),
-            event: name,
-            aggregate: agg.clone(),
-        });
+        // Not an event: nothing would replay it, so the snapshot is written now.
+        self.snapshot_aggregates(user, ops);
         self.exists = true;
     }
 
@@ -219,6 +258,7 @@ impl UserState {
                 return Outcome::Duplicate;
             }
         }
+        let mut event_id_on_row = false;
         match m {
             Mutation::Event {
                 name,
@@ -244,18 +284,22 @@ impl UserState {
                         cfg.store.history_days,
                     );
                 }
-                ops.push(WriteOp::Aggregate {
-                    user: user.into(),
-                    event: name.clone(),
-                    aggregate: agg.clone(),
-                });
+                self.event_seq += 1;
+                let snapshot = self.event_seq - self.aggregates_seq >= SNAPSHOT_EVERY
+                    || name == "$session_end";
                 ops.push(WriteOp::Event {
                     user: user.into(),
+                    seq: self.event_seq,
                     at,
                     name,
                     properties,
                     id: id.clone(),
                 });
+                if snapshot {
+                    self.snapshot_aggregates(user, ops);
+                }
+                // Its row carries the id; a late event's id also gets a dedup row.
+                event_id_on_row = now - at <= DEDUP_ROW_AFTER_MS;
             }
             Mutation::Attributes {
                 attributes,
@@ -296,11 +340,13 @@ impl UserState {
         self.exists = true;
         if let Some(id) = id {
             self.dedup.insert(&id, now, now, &cfg.store);
-            ops.push(WriteOp::Dedup {
-                user: user.into(),
-                id,
-                at: now,
-            });
+            if !event_id_on_row {
+                ops.push(WriteOp::Dedup {
+                    user: user.into(),
+                    id,
+                    at: now,
+                });
+            }
         }
         Outcome::Applied
     }

@@ -36,9 +36,13 @@ pub struct Aggregate {
 pub struct UserRecord {
     /// Attributes (trusted and client-writable).
     pub attributes: Map<String, Value>,
-    /// Aggregates by event name.
+    /// Aggregates by event name, covering the user's events up to `aggregates_seq`.
     pub aggregates: Vec<(String, Aggregate)>,
-    /// Remembered client ids with the time they were seen.
+    /// The per-user event seq the aggregates snapshot includes; stored events above it
+    /// are replayed into the aggregates when the user is loaded.
+    pub aggregates_seq: u64,
+    /// Remembered client ids with the time they were seen (ids of events are kept on the
+    /// event rows instead, see [`StoredEvent::id`]).
     pub dedup: Vec<(String, Millis)>,
     /// The campaign engine's per-user state (JSON), if any.
     pub engine: Option<String>,
@@ -49,6 +53,10 @@ pub struct UserRecord {
 /// One event in a user's retained history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
+    /// Per-user sequence number (0 for events stored before sequence numbers existed).
+    pub seq: u64,
+    /// Client id, if any.
+    pub id: Option<String>,
     /// When it happened, epoch ms.
     pub at: Millis,
     /// Event name.
@@ -116,19 +124,22 @@ pub enum WriteOp {
         /// Time of the change.
         at: Millis,
     },
-    /// Replace one aggregate.
-    Aggregate {
+    /// Replace the user's aggregates snapshot. Written every so many events rather than
+    /// per event: the events after `seq` are on their own rows and replayed at load.
+    Aggregates {
         /// User id.
         user: String,
-        /// Event name.
-        event: String,
-        /// New value.
-        aggregate: Aggregate,
+        /// The last per-user event seq the snapshot includes.
+        seq: u64,
+        /// Every aggregate of the user.
+        aggregates: Vec<(String, Aggregate)>,
     },
     /// Append to the user's event history.
     Event {
         /// User id.
         user: String,
+        /// Per-user sequence number (1, 2, …).
+        seq: u64,
         /// Occurrence time.
         at: Millis,
         /// Event name.
@@ -286,8 +297,14 @@ pub trait Store: Send + Sync + 'static {
     /// Loads a user, `None` when nothing is stored.
     async fn load_user(&self, user: &str) -> Result<Option<UserRecord>, StoreError>;
 
-    /// A user's retained events at or after `since`, oldest first.
-    async fn events(&self, user: &str, since: Millis) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The user's events that happened at or after `since` or whose seq is above
+    /// `seq_above`, oldest first.
+    async fn events(
+        &self,
+        user: &str,
+        since: Millis,
+        seq_above: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Loads a session with its outbox.
     async fn load_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;

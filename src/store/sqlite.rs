@@ -35,7 +35,13 @@ struct Job {
 pub struct SqliteStore {
     tx: mpsc::UnboundedSender<Job>,
     readers: std::sync::mpsc::Sender<ReadJob>,
+    /// Dropping it stops the checkpointer.
+    _checkpointer: std::sync::mpsc::Sender<()>,
 }
+
+/// An `events` row whose seq its user's aggregates snapshot includes.
+const SNAPSHOTTED: &str =
+    "seq <= coalesce((SELECT a.seq FROM user_aggregates a WHERE a.user = events.user), 0)";
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -44,7 +50,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, attributes TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS aggregates (user TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (user, event)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (user TEXT NOT NULL, at INTEGER NOT NULL, name TEXT NOT NULL, props TEXT NOT NULL, cid TEXT);
+CREATE TABLE IF NOT EXISTS user_aggregates (user TEXT PRIMARY KEY, seq INTEGER NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (user TEXT NOT NULL, at INTEGER NOT NULL, name TEXT NOT NULL, props TEXT NOT NULL, cid TEXT, seq INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS events_user_at ON events (user, at);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE TABLE IF NOT EXISTS dedup (user TEXT NOT NULL, cid TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user, cid)) WITHOUT ROWID;
@@ -63,6 +70,20 @@ CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
 CREATE TABLE IF NOT EXISTS definitions (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 ";
 
+/// Brings a database created by an earlier version up to [`SCHEMA`]. Its per-event-name
+/// `aggregates` rows stay the snapshot (seq 0) of users without a `user_aggregates` row.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_seq: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'seq'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_seq {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 fn open(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -76,17 +97,34 @@ fn open(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
 
 impl SqliteStore {
     /// Opens (creating) the store in `dir` and starts its writer. Call inside a tokio runtime.
-    pub fn open(dir: &Path, fsync: bool, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        fsync: bool,
+        linger: std::time::Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         let path = dir.join("beckon.sqlite3");
         let mut conn = open(&path, fsync)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
+        // Checkpoints run on their own thread (see `start_checkpointer`), not inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(err)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         // The writer ends when the store (the last sender) is dropped. It runs on tokio's
         // blocking pool rather than a bare thread so that tests on paused time see
         // in-flight commits (tokio does not auto-advance while blocking work runs).
         tokio::task::spawn_blocking(move || {
+            let mut last_end = None;
             while let Some(first) = rx.blocking_recv() {
+                // Under load (this write arrived while the last commit ran, or just after)
+                // wait a moment so that more writes share the commit: a commit's cost is
+                // mostly per commit (the fsync, the WAL frames of pages every commit
+                // touches), so bigger groups cut CPU per write. Idle: no wait.
+                if !linger.is_zero() && last_end.is_some_and(|t: Instant| t.elapsed() < linger) {
+                    std::thread::sleep(linger);
+                }
                 let mut group = vec![first];
                 let mut n = group[0].ops.len();
                 while n < MAX_GROUP_OPS {
@@ -104,6 +142,7 @@ impl SqliteStore {
                     .store_commit_seconds
                     .observe(started.elapsed().as_secs_f64());
                 metrics.store_commit_ops.observe(n as f64);
+                last_end = Some(Instant::now());
                 match result {
                     Ok(()) => {
                         for job in group {
@@ -127,6 +166,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             tx,
             readers: start_readers(&path, READERS)?,
+            _checkpointer: start_checkpointer(&path, fsync)?,
         })
     }
 
@@ -145,6 +185,30 @@ impl SqliteStore {
         rx.await
             .map_err(|_| StoreError("store reader stopped".into()))?
     }
+}
+
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A thread that checkpoints the WAL (PASSIVE: never blocks the writer or readers). With
+/// SQLite's automatic checkpoints a commit now and then paid for copying the whole WAL
+/// and an fsync of the database (the p99 of every write waiting behind it); here the
+/// writer only ever appends to the WAL. Stops when the returned sender is dropped.
+fn start_checkpointer(path: &Path, fsync: bool) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = open(path, fsync)?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("beckon-checkpoint".into())
+        .spawn(move || {
+            use std::sync::mpsc::RecvTimeoutError::Timeout;
+            while let Err(Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(err)?;
+    Ok(tx)
 }
 
 /// A read to run on one of the reader threads.
@@ -178,14 +242,14 @@ fn start_readers(path: &Path, n: usize) -> Result<std::sync::mpsc::Sender<ReadJo
 #[derive(PartialEq, Eq, Hash)]
 enum SnapshotKey<'a> {
     Attributes(&'a str),
-    Aggregate(&'a str, &'a str),
+    Aggregates(&'a str),
     Engine(&'a str),
 }
 
 fn snapshot_key(op: &WriteOp) -> Option<SnapshotKey<'_>> {
     match op {
         WriteOp::Attributes { user, .. } => Some(SnapshotKey::Attributes(user)),
-        WriteOp::Aggregate { user, event, .. } => Some(SnapshotKey::Aggregate(user, event)),
+        WriteOp::Aggregates { user, .. } => Some(SnapshotKey::Aggregates(user)),
         WriteOp::EngineState { user, .. } => Some(SnapshotKey::Engine(user)),
         _ => None,
     }
@@ -222,37 +286,39 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             )?
             .execute(params![user, Value::Object(attributes.clone()).to_string(), at])?;
         }
-        WriteOp::Aggregate {
+        WriteOp::Aggregates {
             user,
-            event,
-            aggregate,
+            seq,
+            aggregates,
         } => {
             tx.prepare_cached(
-                "INSERT INTO aggregates (user, event, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user, event) DO UPDATE SET data = excluded.data",
+                "INSERT INTO user_aggregates (user, seq, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user) DO UPDATE SET seq = excluded.seq, data = excluded.data",
             )?
             .execute(params![
                 user,
-                event,
-                serde_json::to_string(aggregate).unwrap_or_default()
+                *seq as i64,
+                serde_json::to_string(aggregates).unwrap_or_default()
             ])?;
         }
         WriteOp::Event {
             user,
+            seq,
             at,
             name,
             properties,
             id,
         } => {
             tx.prepare_cached(
-                "INSERT INTO events (user, at, name, props, cid) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (user, at, name, props, cid, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 user,
                 at,
                 name,
                 Value::Object(properties.clone()).to_string(),
-                id
+                id,
+                *seq as i64
             ])?;
         }
         WriteOp::Dedup { user, id, at } => {
@@ -355,13 +421,18 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             dedup_before,
             sessions_before,
         } => {
-            tx.execute("DELETE FROM events WHERE at < ?1", params![history_before])?;
+            // Events the user's aggregates snapshot does not include yet are kept: they
+            // are replayed into the aggregates when the user is next loaded.
             tx.execute(
-                "DELETE FROM events WHERE rowid IN (
+                &format!("DELETE FROM events WHERE at < ?1 AND {SNAPSHOTTED}"),
+                params![history_before],
+            )?;
+            tx.execute(
+                &format!("DELETE FROM events WHERE {SNAPSHOTTED} AND rowid IN (
                    SELECT rowid FROM (
                      SELECT rowid, ROW_NUMBER() OVER (PARTITION BY user ORDER BY at DESC, rowid DESC) AS n
                      FROM events WHERE user IN (SELECT user FROM events GROUP BY user HAVING COUNT(*) > ?1)
-                   ) WHERE n > ?1)",
+                   ) WHERE n > ?1)"),
                 params![*history_max_events as i64],
             )?;
             tx.execute("DELETE FROM dedup WHERE at < ?1", params![dedup_before])?;
@@ -410,18 +481,31 @@ impl Store for SqliteStore {
                 attributes: attributes.as_deref().map(json_map).unwrap_or_default(),
                 ..UserRecord::default()
             };
-            let mut stmt = c
-                .prepare_cached("SELECT event, data FROM aggregates WHERE user = ?1")
-                .map_err(err)?;
-            let rows = stmt
-                .query_map(params![user], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            let snapshot: Option<(i64, String)> = c
+                .prepare_cached("SELECT seq, data FROM user_aggregates WHERE user = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![user], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
                 })
                 .map_err(err)?;
-            for row in rows {
-                let (event, data) = row.map_err(err)?;
-                let agg: Aggregate = serde_json::from_str(&data).map_err(err)?;
-                rec.aggregates.push((event, agg));
+            if let Some((seq, data)) = snapshot {
+                rec.aggregates_seq = seq as u64;
+                rec.aggregates = serde_json::from_str(&data).map_err(err)?;
+            } else {
+                // A user last written by a version with one row per aggregate.
+                let mut stmt = c
+                    .prepare_cached("SELECT event, data FROM aggregates WHERE user = ?1")
+                    .map_err(err)?;
+                let rows = stmt
+                    .query_map(params![user], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .map_err(err)?;
+                for row in rows {
+                    let (event, data) = row.map_err(err)?;
+                    let agg: Aggregate = serde_json::from_str(&data).map_err(err)?;
+                    rec.aggregates.push((event, agg));
+                }
             }
             let mut stmt = c
                 .prepare_cached("SELECT cid, at FROM dedup WHERE user = ?1 ORDER BY at")
@@ -450,26 +534,46 @@ impl Store for SqliteStore {
                 rec.decisions.push(row.map_err(err)?);
             }
             rec.decisions.reverse();
-            let exists = attributes.is_some() || !rec.aggregates.is_empty() || rec.engine.is_some();
+            let has_events = || {
+                c.prepare_cached("SELECT 1 FROM events WHERE user = ?1 LIMIT 1")
+                    .and_then(|mut s| s.exists(params![user]))
+            };
+            let exists = attributes.is_some()
+                || !rec.aggregates.is_empty()
+                || rec.engine.is_some()
+                || has_events().map_err(err)?;
             Ok(exists.then_some(rec))
         })
         .await
     }
 
-    async fn events(&self, user: &str, since: Millis) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn events(
+        &self,
+        user: &str,
+        since: Millis,
+        seq_above: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let user = user.to_string();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT at, name, props FROM events WHERE user = ?1 AND at >= ?2 ORDER BY at, rowid")
+                .prepare_cached(
+                    "SELECT at, name, props, seq, cid FROM events
+                     WHERE user = ?1 AND (at >= ?2 OR seq > ?3) ORDER BY at, rowid",
+                )
                 .map_err(err)?;
             let rows = stmt
-                .query_map(params![user, since], |r| {
-                    Ok(StoredEvent {
-                        at: r.get(0)?,
-                        name: r.get(1)?,
-                        properties: json_map(&r.get::<_, String>(2)?),
-                    })
-                })
+                .query_map(
+                    params![user, since, seq_above.min(i64::MAX as u64) as i64],
+                    |r| {
+                        Ok(StoredEvent {
+                            at: r.get(0)?,
+                            name: r.get(1)?,
+                            properties: json_map(&r.get::<_, String>(2)?),
+                            seq: r.get::<_, i64>(3)? as u64,
+                            id: r.get(4)?,
+                        })
+                    },
+                )
                 .map_err(err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(err)
         })
@@ -616,7 +720,7 @@ mod tests {
     use serde_json::json;
 
     fn store(dir: &Path) -> SqliteStore {
-        SqliteStore::open(dir, false, Arc::new(Metrics::new())).unwrap()
+        SqliteStore::open(dir, false, Default::default(), Arc::new(Metrics::new())).unwrap()
     }
 
     #[tokio::test]
@@ -632,18 +736,22 @@ mod tests {
                     attributes: attrs,
                     at: 1,
                 },
-                WriteOp::Aggregate {
+                WriteOp::Aggregates {
                     user: "u".into(),
-                    event: "e".into(),
-                    aggregate: Aggregate {
-                        count: 2,
-                        first: 1,
-                        last: 5,
-                        days: vec![(0, 2)],
-                    },
+                    seq: 1,
+                    aggregates: vec![(
+                        "e".into(),
+                        Aggregate {
+                            count: 2,
+                            first: 1,
+                            last: 5,
+                            days: vec![(0, 2)],
+                        },
+                    )],
                 },
                 WriteOp::Event {
                     user: "u".into(),
+                    seq: 1,
                     at: 5,
                     name: "e".into(),
                     properties: Map::new(),
@@ -663,8 +771,13 @@ mod tests {
         let u = s.load_user("u").await.unwrap().unwrap();
         assert_eq!(u.attributes["plan"], "pro");
         assert_eq!(u.aggregates[0].1.count, 2);
+        assert_eq!(u.aggregates_seq, 1);
         assert_eq!(u.dedup, vec![("x".to_string(), 5)]);
-        assert_eq!(s.events("u", 0).await.unwrap().len(), 1);
+        let ev = s.events("u", 0, 0).await.unwrap();
+        assert_eq!(
+            (ev.len(), ev[0].seq, ev[0].id.as_deref()),
+            (1, 1, Some("x"))
+        );
         assert!(s.load_user("nobody").await.unwrap().is_none());
     }
 
@@ -716,6 +829,7 @@ mod tests {
         let ops = (0..10)
             .map(|i| WriteOp::Event {
                 user: "u".into(),
+                seq: i as u64 + 1,
                 at: 100 + i,
                 name: "e".into(),
                 properties: Map::new(),
@@ -723,19 +837,71 @@ mod tests {
             })
             .collect();
         s.submit(ops).wait().await.unwrap();
-        s.submit(vec![WriteOp::Prune {
+        let prune = || WriteOp::Prune {
             history_before: 102,
             history_max_events: 5,
+            dedup_before: 0,
+            sessions_before: 0,
+        };
+        // Nothing goes while the aggregates snapshot does not include the events yet:
+        // they would be replayed into it at the next load.
+        s.submit(vec![prune()]).wait().await.unwrap();
+        assert_eq!(s.events("u", 0, 0).await.unwrap().len(), 10);
+        // Snapshotted up to seq 8: events 9 and 10 are kept whatever their age or number.
+        s.submit(vec![WriteOp::Aggregates {
+            user: "u".into(),
+            seq: 8,
+            aggregates: vec![],
+        }])
+        .wait()
+        .await
+        .unwrap();
+        s.submit(vec![prune()]).wait().await.unwrap();
+        let ev = s.events("u", 0, 0).await.unwrap();
+        assert_eq!(
+            ev.iter().map(|e| e.at).collect::<Vec<_>>(),
+            vec![105, 106, 107, 108, 109]
+        );
+        // `seq_above` reaches past `since`.
+        let ev = s.events("u", 108, 3).await.unwrap();
+        assert_eq!(ev.len(), 5);
+        let ev = s.events("u", 108, 9).await.unwrap();
+        assert_eq!(ev.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_what_the_snapshot_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let ops = (0..4)
+            .map(|i| WriteOp::Event {
+                user: "u".into(),
+                seq: i as u64 + 1,
+                at: 100 + i,
+                name: "e".into(),
+                properties: Map::new(),
+                id: None,
+            })
+            .collect();
+        s.submit(ops).wait().await.unwrap();
+        s.submit(vec![WriteOp::Aggregates {
+            user: "u".into(),
+            seq: 2,
+            aggregates: vec![],
+        }])
+        .wait()
+        .await
+        .unwrap();
+        s.submit(vec![WriteOp::Prune {
+            history_before: 1000,
+            history_max_events: 1,
             dedup_before: 0,
             sessions_before: 0,
         }])
         .wait()
         .await
         .unwrap();
-        let ev = s.events("u", 0).await.unwrap();
-        assert_eq!(
-            ev.iter().map(|e| e.at).collect::<Vec<_>>(),
-            vec![105, 106, 107, 108, 109]
-        );
+        let ev = s.events("u", 0, 0).await.unwrap();
+        assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
     }
 }
