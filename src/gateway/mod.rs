@@ -154,11 +154,11 @@ pub fn ws_config(app: &App) -> WebSocketConfig {
 
 /// Runs a session on an upgraded HTTP connection.
 pub async fn run_upgraded(app: Arc<App>, upgraded: hyper::upgrade::Upgraded) {
-    let ws = WebSocketStream::from_raw_socket(
+    let mut ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Server,
         Some(ws_config(&app)),
     )
     .await;
-    session::serve(app, ws).await;
+    session::serve(&app, &mut ws).await;
 }

@@ -51,12 +51,13 @@ pub struct SessionCore {
     pub page: Option<String>,
     /// The modal delivery currently shown (at most one per session).
     pub modal: Option<String>,
-    /// Deliveries per campaign in this session (for `max_per_session`).
-    pub campaign_counts: std::collections::HashMap<String, u64>,
+    /// Deliveries per campaign in this session (for `max_per_session`). This and the two
+    /// below are B-trees: 24 bytes each when empty (a `HashMap` is 48) in every session.
+    pub campaign_counts: std::collections::BTreeMap<String, u64>,
     /// Session-duration campaigns already fired in this session.
-    pub duration_fired: std::collections::HashSet<String>,
+    pub duration_fired: std::collections::BTreeSet<String>,
     /// Inactivity campaigns fired, with the activity instant they fired for.
-    pub inactivity_fired: std::collections::HashMap<String, Millis>,
+    pub inactivity_fired: std::collections::BTreeMap<String, Millis>,
     /// When this session's engine timer is due (None: not armed).
     pub timer_at: Option<Millis>,
 }

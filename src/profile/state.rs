@@ -107,7 +107,8 @@ pub struct UserState {
     pub activity: (f64, Millis),
     /// The campaign engine's per-user state.
     pub engine: crate::engine::state::EngineState,
-    dedup: Dedup,
+    /// Boxed and created on the first id: most users in memory never send one.
+    dedup: Option<Box<Dedup>>,
     exists: bool,
     /// The seq of the user's last stored event.
     event_seq: u64,
@@ -138,7 +139,7 @@ impl UserState {
             ids.extend(events.iter().filter_map(|e| Some((e.id.clone()?, e.at))));
             ids.sort_by_key(|&(_, at)| at);
             for (id, at) in ids {
-                s.dedup.insert(&id, at, now, cfg);
+                s.dedup.get_or_insert_default().insert(&id, at, now, cfg);
             }
             // Events stored after the snapshot was written.
             for e in events.iter().filter(|e| e.seq > s.aggregates_seq) {
@@ -222,7 +223,7 @@ impl UserState {
 
     /// Whether a client id was already seen.
     pub fn seen(&self, id: &str) -> bool {
-        self.dedup.contains(id)
+        self.dedup.as_ref().is_some_and(|d| d.contains(id))
     }
 
     /// Counts one engagement (`$engage:<campaign>:<did>` aggregate) and persists it.
@@ -254,7 +255,7 @@ impl UserState {
             Mutation::Event { id, .. } | Mutation::Attributes { id, .. } => id.clone(),
         };
         if let Some(id) = &id {
-            if self.dedup.contains(id) {
+            if self.seen(id) {
                 return Outcome::Duplicate;
             }
         }
@@ -339,7 +340,9 @@ impl UserState {
         }
         self.exists = true;
         if let Some(id) = id {
-            self.dedup.insert(&id, now, now, &cfg.store);
+            self.dedup
+                .get_or_insert_default()
+                .insert(&id, now, now, &cfg.store);
             if !event_id_on_row {
                 ops.push(WriteOp::Dedup {
                     user: user.into(),
