@@ -3,6 +3,8 @@
 //!   10 listen to that event name (each with a property filter), user capped → the
 //!   steady-state cost of evaluating an event.
 //! - `event/delivering`: the same with one delivery decided per event.
+//! - `event_1k/…`: 1,000 active campaigns over 100 event names: an event 10 of them
+//!   listen to (user capped), and an event none listens to (most events).
 //! - `attributes/1k_segments_10_dependent`: an attribute change re-evaluating the 10
 //!   segments (of 1,000) that read it.
 //! - `publish/goal_campaign_19k_users`: publishing a goal-condition campaign evaluated
@@ -107,6 +109,44 @@ fn bench_events(c: &mut Criterion) {
     rt.block_on(running.shutdown());
 }
 
+fn bench_events_1k(c: &mut Criterion) {
+    let rt = runtime();
+    let (running, _dir) = app(&rt);
+    let app = running.app.clone();
+    rt.block_on(async {
+        for i in 0..1_000 {
+            let ev = format!("e{}", i % 100);
+            let id = format!("c{i}");
+            engine::put_campaign(&app, &id, &campaign(&id, &ev, "pro", Some(1)))
+                .await
+                .unwrap();
+        }
+    });
+    let user: Arc<str> = Arc::from("bench-user");
+    let mut state = UserState::default();
+    state.attributes.insert("tier".into(), json!("gold"));
+    let props = json!({"plan":"pro","n":1});
+    for _ in 0..20 {
+        engine::step_detached(&app, &user, &mut state, event("e0", props.clone()));
+    }
+    let mut g = c.benchmark_group("event_1k");
+    g.bench_function("10_listening_capped", |b| {
+        b.iter(|| engine::step_detached(&app, &user, &mut state, event("e0", props.clone())))
+    });
+    g.bench_function("none_listening", |b| {
+        b.iter(|| {
+            engine::step_detached(
+                &app,
+                &user,
+                &mut state,
+                event("page_scrolled", props.clone()),
+            )
+        })
+    });
+    g.finish();
+    rt.block_on(running.shutdown());
+}
+
 fn bench_segments(c: &mut Criterion) {
     let rt = runtime();
     let (running, _dir) = app(&rt);
@@ -175,5 +215,11 @@ fn bench_publish(c: &mut Criterion) {
     rt.block_on(running.shutdown());
 }
 
-criterion_group!(benches, bench_events, bench_segments, bench_publish);
+criterion_group!(
+    benches,
+    bench_events,
+    bench_events_1k,
+    bench_segments,
+    bench_publish
+);
 criterion_main!(benches);

@@ -11,7 +11,7 @@ start=$(date +%s)
 (cd "$root" && cargo build --release --quiet --bin beckon)
 built=$(date +%s)
 failed=()
-for s in connect-idle handshake-rate steady-events reconnect-storm; do
+for s in connect-idle handshake-rate steady-events trigger-heavy reconnect-storm campaign-publish; do
   echo "=== smoke: $s"
   BECKON_LT_NO_BUILD=1 "$here/run.sh" "$s" --quick || failed+=("$s")
 done

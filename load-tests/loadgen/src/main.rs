@@ -61,6 +61,9 @@ enum Scenario {
     HandshakeRate,
     /// Every session drops at once and reconnects with resume.
     ReconnectStorm,
+    /// A campaign that targets every live session is published (`PUT /v1/campaigns`);
+    /// time until each session has its message. Beckon only (the floor has no campaigns).
+    CampaignPublish,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
@@ -150,6 +153,12 @@ struct RunArgs {
     /// User ids are PREFIX + session index (default: lt<pid>-).
     #[arg(long)]
     user_prefix: Option<String>,
+    /// campaign-publish: the campaign's JSON body (it should deliver to every session).
+    #[arg(long, env = "BECKON_LT_CAMPAIGN")]
+    campaign: Option<String>,
+    /// campaign-publish: the gateway's admin token.
+    #[arg(long, env = "BECKON_ADMIN_TOKEN", default_value = "beckon-dev-admin")]
+    admin_token: String,
     /// Exit non-zero when any session failed to connect or come back, or an event went
     /// unanswered (used on the floor by the smoke test: checks the harness itself).
     #[arg(long)]
@@ -280,12 +289,17 @@ impl Workers {
         Ok(out)
     }
 
-    async fn command(&mut self, cmd: &Command, timeout: Duration) -> anyhow::Result<Vec<Report>> {
+    async fn send(&mut self, cmd: &Command) -> anyhow::Result<()> {
         let line = format!("{}\n", serde_json::to_string(cmd)?);
         for s in &mut self.stdin {
             s.write_all(line.as_bytes()).await?;
             s.flush().await?;
         }
+        Ok(())
+    }
+
+    async fn command(&mut self, cmd: &Command, timeout: Duration) -> anyhow::Result<Vec<Report>> {
+        self.send(cmd).await?;
         self.expect("DONE", timeout).await
     }
 
@@ -462,7 +476,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .filter(|f| {
                 matches!(
                     f.name.as_str(),
-                    "connect failures" | "storm: failed" | "storm: not resumed (new session)"
+                    "connect failures"
+                        | "storm: failed"
+                        | "storm: not resumed (new session)"
+                        | "publish: sessions without a message"
                 ) && f.value > 0.0
             })
             .collect();
@@ -615,6 +632,84 @@ async fn scenario(
             figures.push(fig("max sustained rate", best, "events/s", "higher"));
             detail.insert("steps".into(), json!(steps));
         }
+        Scenario::CampaignPublish => {
+            let Some(body) = args.campaign.clone() else {
+                bail!("campaign-publish needs --campaign '<campaign JSON>'");
+            };
+            let timeout_s = args.storm_timeout_s;
+            workers.send(&Command::Collect { timeout_s }).await?;
+            workers.expect("ARMED", Duration::from_secs(30)).await?;
+            let t0 = sampler.target();
+            let put_start = epoch_us();
+            let path = format!("/v1/campaigns/lt-publish-{}", std::process::id());
+            let target = target_of(&args.url)?;
+            let (status, answer) = http_put(target, &path, &args.admin_token, &body).await?;
+            let put_ms = (epoch_us() - put_start) as f64 / 1000.0;
+            if !(200..300).contains(&status) {
+                bail!("PUT {path} answered {status}: {answer:.300}");
+            }
+            let m = Merged {
+                reports: workers
+                    .expect("DONE", Duration::from_secs_f64(timeout_s + 60.0))
+                    .await?,
+            };
+            let t1 = sampler.target();
+            let mut rel: Vec<f64> = m
+                .reports
+                .iter()
+                .flat_map(|r| r.arrivals_us.iter())
+                .map(|&a| a.saturating_sub(put_start) as f64 / 1000.0)
+                .collect();
+            rel.sort_by(|a, b| a.total_cmp(b));
+            let alive = m.sum(|r| r.alive);
+            let q = |p: f64| -> f64 {
+                if rel.is_empty() {
+                    return 0.0;
+                }
+                rel[((rel.len() - 1) as f64 * p).round() as usize]
+            };
+            let (first, last) = (q(0.0), q(1.0));
+            figures.push(fig("publish: PUT answered", put_ms, "ms", "lower"));
+            figures.push(fig(
+                "publish: messages received",
+                rel.len() as f64,
+                "messages",
+                "higher",
+            ));
+            figures.push(fig(
+                "publish: sessions without a message",
+                alive.saturating_sub(rel.len() as u64) as f64,
+                "sessions",
+                "lower",
+            ));
+            figures.push(fig("publish: first message", first, "ms", "lower"));
+            figures.push(fig("publish: message p50", q(0.5), "ms", "lower"));
+            figures.push(fig("publish: message p99", q(0.99), "ms", "lower"));
+            figures.push(fig("publish: last message", last, "ms", "lower"));
+            figures.push(fig(
+                "publish: flush rate (first → last)",
+                if last > first {
+                    (rel.len() as f64 - 1.0) / ((last - first) / 1000.0)
+                } else {
+                    0.0
+                },
+                "messages/s",
+                "higher",
+            ));
+            if let (Some(a), Some(b)) = (t0, t1) {
+                figures.push(fig(
+                    "target CPU during publish",
+                    procstat::cpu_percent(&a, &b),
+                    "% of a core",
+                    "lower",
+                ));
+            }
+            detail.insert(
+                "publish".into(),
+                json!({"put_ms": put_ms, "received": rel.len(), "alive": alive,
+                       "errors": m.errors()}),
+            );
+        }
         Scenario::ReconnectStorm => {
             let t0 = sampler.target();
             let m = Merged {
@@ -668,6 +763,39 @@ async fn scenario(
         }
     }
     Ok(())
+}
+
+fn epoch_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A bare HTTP/1.1 PUT with a bearer token (the one admin call the harness makes).
+async fn http_put(
+    target: SocketAddr,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(target).await?;
+    let req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status in the answer")?;
+    Ok((status, text))
 }
 
 fn print_table(args: &RunArgs, figures: &[Figure]) {

@@ -69,6 +69,10 @@ pub enum Command {
     },
     /// Every session drops its TCP connection (RST) at once and reconnects with resume.
     Storm { timeout_s: f64 },
+    /// Records the arrival time of every `message` (answering `ARMED` at once, so the
+    /// coordinator can then make the gateway send them) until each live session got one
+    /// or `timeout_s` passed.
+    Collect { timeout_s: f64 },
     /// Close everything and exit.
     Exit,
 }
@@ -102,6 +106,9 @@ pub struct Report {
     pub alive: u64,
     /// Seconds of the measured window.
     pub window_s: f64,
+    /// collect: epoch µs at which each `message` arrived.
+    #[serde(default)]
+    pub arrivals_us: Vec<u64>,
 }
 
 struct Stats {
@@ -173,12 +180,21 @@ struct Ctx {
     connect_done: AtomicUsize,
     alive: AtomicUsize,
     storm_done: AtomicUsize,
+    /// A `Collect` command is running.
+    collecting: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn epoch_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn epoch_ms() -> u64 {
@@ -207,6 +223,7 @@ async fn run(cfg: WorkerCfg) -> anyhow::Result<()> {
         connect_done: AtomicUsize::new(0),
         alive: AtomicUsize::new(0),
         storm_done: AtomicUsize::new(0),
+        collecting: Default::default(),
     });
     let n = ctx.cfg.sessions;
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
@@ -279,6 +296,23 @@ async fn run(cfg: WorkerCfg) -> anyhow::Result<()> {
                 r.window_s = at.elapsed().as_secs_f64();
                 r.alive = ctx.alive.load(Ordering::Relaxed) as u64;
                 phase_tx.send_replace(Phase::Idle);
+                emit("DONE", &r)?;
+            }
+            Command::Collect { timeout_s } => {
+                let alive = ctx.alive.load(Ordering::Relaxed) as u64;
+                let at = Instant::now();
+                let deadline = at + Duration::from_secs_f64(timeout_s);
+                ctx.collecting.store(true, Ordering::SeqCst);
+                emit("ARMED", &Report::default())?;
+                while ctx.stats().r.messages < alive && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                // Late duplicates would show up here; give them a moment.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ctx.collecting.store(false, Ordering::SeqCst);
+                let mut r = ctx.stats().report();
+                r.window_s = at.elapsed().as_secs_f64();
+                r.alive = ctx.alive.load(Ordering::Relaxed) as u64;
                 emit("DONE", &r)?;
             }
             Command::Exit => {
@@ -473,6 +507,9 @@ async fn session_task(
                                 {
                                     let mut st = ctx.stats();
                                     st.r.messages += 1;
+                                    if ctx.collecting.load(Ordering::Relaxed) {
+                                        st.r.arrivals_us.push(epoch_us());
+                                    }
                                     if let Some((sent, measured)) = triggers.pop_front() {
                                         if measured {
                                             hist::record(&mut st.message, (now - sent).as_micros() as u64);
