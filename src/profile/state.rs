@@ -173,11 +173,8 @@ impl UserState {
         ops.push(WriteOp::Aggregates {
             user: user.into(),
             seq: self.event_seq,
-            aggregates: self
-                .aggregates
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            aggregates: serde_json::to_string(&self.aggregates.iter().collect::<Vec<_>>())
+                .unwrap_or_default(),
         });
     }
 
@@ -293,7 +290,7 @@ impl UserState {
                     seq: self.event_seq,
                     at,
                     name,
-                    properties,
+                    properties: serde_json::to_string(&properties).unwrap_or_default(),
                     id: id.clone(),
                 });
                 if snapshot {
@@ -332,7 +329,7 @@ impl UserState {
                 if changed || !self.exists {
                     ops.push(WriteOp::Attributes {
                         user: user.into(),
-                        attributes: self.attributes.clone(),
+                        attributes: serde_json::to_string(&self.attributes).unwrap_or_default(),
                         at: now,
                     });
                 }

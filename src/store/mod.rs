@@ -116,11 +116,14 @@ pub struct DeliveryRecord {
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Replace the user's attributes.
+    ///
+    /// JSON payloads in write ops are serialized by the caller (on the async workers, in
+    /// parallel), not by the store's single writer thread, which is the bottleneck.
     Attributes {
         /// User id.
         user: String,
-        /// Full attribute set.
-        attributes: Map<String, Value>,
+        /// Full attribute set, a JSON object.
+        attributes: String,
         /// Time of the change.
         at: Millis,
     },
@@ -131,8 +134,8 @@ pub enum WriteOp {
         user: String,
         /// The last per-user event seq the snapshot includes.
         seq: u64,
-        /// Every aggregate of the user.
-        aggregates: Vec<(String, Aggregate)>,
+        /// Every aggregate of the user: a JSON array of `[event name, aggregate]`.
+        aggregates: String,
     },
     /// Append to the user's event history.
     Event {
@@ -144,8 +147,8 @@ pub enum WriteOp {
         at: Millis,
         /// Event name.
         name: String,
-        /// Properties.
-        properties: Map<String, Value>,
+        /// Properties, a JSON object.
+        properties: String,
         /// Client id, if any.
         id: Option<String>,
     },

@@ -284,7 +284,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 "INSERT INTO users (id, attributes, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at",
             )?
-            .execute(params![user, Value::Object(attributes.clone()).to_string(), at])?;
+            .execute(params![user, attributes, at])?;
         }
         WriteOp::Aggregates {
             user,
@@ -295,11 +295,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 "INSERT INTO user_aggregates (user, seq, data) VALUES (?1, ?2, ?3)
                  ON CONFLICT (user) DO UPDATE SET seq = excluded.seq, data = excluded.data",
             )?
-            .execute(params![
-                user,
-                *seq as i64,
-                serde_json::to_string(aggregates).unwrap_or_default()
-            ])?;
+            .execute(params![user, *seq as i64, aggregates])?;
         }
         WriteOp::Event {
             user,
@@ -316,7 +312,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 user,
                 at,
                 name,
-                Value::Object(properties.clone()).to_string(),
+                properties,
                 id,
                 *seq as i64
             ])?;
@@ -733,28 +729,29 @@ mod tests {
             s.submit(vec![
                 WriteOp::Attributes {
                     user: "u".into(),
-                    attributes: attrs,
+                    attributes: Value::Object(attrs).to_string(),
                     at: 1,
                 },
                 WriteOp::Aggregates {
                     user: "u".into(),
                     seq: 1,
-                    aggregates: vec![(
-                        "e".into(),
+                    aggregates: serde_json::to_string(&vec![(
+                        "e",
                         Aggregate {
                             count: 2,
                             first: 1,
                             last: 5,
                             days: vec![(0, 2)],
                         },
-                    )],
+                    )])
+                    .unwrap(),
                 },
                 WriteOp::Event {
                     user: "u".into(),
                     seq: 1,
                     at: 5,
                     name: "e".into(),
-                    properties: Map::new(),
+                    properties: "{}".into(),
                     id: Some("x".into()),
                 },
                 WriteOp::Dedup {
@@ -832,7 +829,7 @@ mod tests {
                 seq: i as u64 + 1,
                 at: 100 + i,
                 name: "e".into(),
-                properties: Map::new(),
+                properties: "{}".into(),
                 id: None,
             })
             .collect();
@@ -851,7 +848,7 @@ mod tests {
         s.submit(vec![WriteOp::Aggregates {
             user: "u".into(),
             seq: 8,
-            aggregates: vec![],
+            aggregates: "[]".into(),
         }])
         .wait()
         .await
@@ -879,7 +876,7 @@ mod tests {
                 seq: i as u64 + 1,
                 at: 100 + i,
                 name: "e".into(),
-                properties: Map::new(),
+                properties: "{}".into(),
                 id: None,
             })
             .collect();
@@ -887,7 +884,7 @@ mod tests {
         s.submit(vec![WriteOp::Aggregates {
             user: "u".into(),
             seq: 2,
-            aggregates: vec![],
+            aggregates: "[]".into(),
         }])
         .wait()
         .await
