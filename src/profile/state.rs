@@ -489,6 +489,88 @@ mod tests {
         }
     }
 
+    /// What the store would give back at load for these writes: the newest aggregates
+    /// snapshot and its seq, the dedup rows, and the event rows.
+    fn stored(ops: &[WriteOp]) -> (UserRecord, Vec<StoredEvent>) {
+        let mut rec = UserRecord::default();
+        let mut events = vec![];
+        for op in ops {
+            match op {
+                WriteOp::Event {
+                    seq,
+                    at,
+                    name,
+                    properties,
+                    id,
+                    ..
+                } => events.push(StoredEvent {
+                    seq: *seq,
+                    id: id.clone(),
+                    at: *at,
+                    name: name.clone(),
+                    properties: serde_json::from_str(properties).unwrap(),
+                }),
+                WriteOp::Aggregates {
+                    seq, aggregates, ..
+                } => {
+                    rec.aggregates_seq = *seq;
+                    rec.aggregates = serde_json::from_str(aggregates).unwrap();
+                }
+                WriteOp::Dedup { id, at, .. } => rec.dedup.push((id.clone(), *at)),
+                _ => {}
+            }
+        }
+        events.sort_by_key(|e| e.at);
+        (rec, events)
+    }
+
+    #[test]
+    fn a_reload_replays_events_after_the_snapshot_and_recovers_ids_from_event_rows() {
+        let (c, now) = (cfg(), 100 * DAY_MS);
+        let mut s = UserState::default();
+        let mut ops = vec![];
+        for i in 0..70 {
+            s.apply("u", ev(&format!("e{i}"), "x", None), now, &c, &mut ops);
+        }
+        // Buffered on the client for two hours: its id also gets a dedup row.
+        s.apply(
+            "u",
+            ev("late", "y", Some(now - 7_200_000)),
+            now,
+            &c,
+            &mut ops,
+        );
+        let count = |f: fn(&WriteOp) -> bool| ops.iter().filter(|o| f(o)).count();
+        assert_eq!(count(|o| matches!(o, WriteOp::Event { .. })), 71);
+        assert_eq!(
+            count(|o| matches!(o, WriteOp::Aggregates { seq: 64, .. })),
+            1
+        );
+        assert_eq!(count(|o| matches!(o, WriteOp::Aggregates { .. })), 1);
+        assert_eq!(
+            count(|o| matches!(o, WriteOp::Dedup { id, .. } if id == "late")),
+            1
+        );
+        assert_eq!(count(|o| matches!(o, WriteOp::Dedup { .. })), 1);
+
+        let (rec, events) = stored(&ops);
+        let mut r = UserState::from_record(
+            Some(rec),
+            &events,
+            now + 1000,
+            &c.store,
+            &Derivations::default(),
+        );
+        assert_eq!(r.aggregates["x"].count, 70, "64 snapshotted + 6 replayed");
+        assert_eq!(r.aggregates["y"].count, 1);
+        for id in ["e0", "e63", "e69", "late"] {
+            assert!(r.seen(id), "{id} remembered after the reload");
+        }
+        let mut more = vec![];
+        r.apply("u", ev("e70", "x", None), now + 2000, &c, &mut more);
+        assert!(matches!(more[0], WriteOp::Event { seq: 72, .. }));
+    }
+
     #[test]
     fn events_update_aggregates_and_dedup() {
         let mut s = UserState::default();
