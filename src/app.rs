@@ -128,6 +128,10 @@ impl Running {
     pub async fn shutdown(self) {
         let app = self.app;
         app.shutdown.cancel();
+        // Sessions check the token when woken (they do not each wait on it).
+        for s in app.registry.all_live() {
+            s.wake();
+        }
         let _ = self.accept.await;
         let _ = self.maintenance.await;
         let _ = self.timers.await;

@@ -636,7 +636,7 @@ pub struct Subject<'a> {
     /// Attributes.
     pub attributes: &'a Map<String, Value>,
     /// Aggregates by event name (engagement under [`engagement_key`]).
-    pub aggregates: &'a HashMap<String, Aggregate>,
+    pub aggregates: &'a crate::profile::Aggregates,
     /// Filtered aggregates by derivation key.
     pub filtered: &'a HashMap<String, Aggregate>,
     /// `$activity` as `(score, at)`.
@@ -966,9 +966,12 @@ mod tests {
         aggs: &'a std::collections::HashMap<String, Aggregate>,
         now: Millis,
     ) -> Subject<'a> {
+        // The same aggregates serve as filtered ones (keys never collide in these tests).
+        let as_aggregates: crate::profile::Aggregates =
+            aggs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Subject {
             attributes: attrs,
-            aggregates: aggs,
+            aggregates: Box::leak(Box::new(as_aggregates)),
             filtered: aggs,
             activity: (0.0, now),
             half_life: 7 * DAY_MS,

@@ -120,6 +120,11 @@ impl Session {
         self.notify.notify_one();
     }
 
+    /// Wakes the attached connection (e.g. to notice a drain).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// Queues a control frame (e.g. revoke) for the attached connection.
     pub fn send_control(&self, frame: &ServerFrame) {
         self.core.lock().control.push(frame.encode());
