@@ -59,20 +59,20 @@ fn campaign(id: &str, event: &str, plan: &str, max_per_user: Option<u64>) -> Val
         "variants":[{"id":"a","weight":1,"message":{"kind":"banner","body":"Hi {{ user.first_name | default: \"there\" }}"}}]})
 }
 
-fn bench_events(c: &mut Criterion) {
-    let rt = runtime();
-    let (running, _dir) = app(&rt);
-    let app = running.app.clone();
+/// `n` capped event campaigns spread over `n / 10` event names (10 listen to `e0`), and
+/// a gold-tier user on whom the 10 already delivered (capped from then on).
+fn capped_setup(
+    rt: &tokio::runtime::Runtime,
+    app: &Arc<beckon::App>,
+    n: usize,
+) -> (Arc<str>, UserState, Value) {
     rt.block_on(async {
-        for i in 0..10_000 {
-            let ev = format!("e{}", i % 1000);
-            engine::put_campaign(
-                &app,
-                &format!("c{i}"),
-                &campaign(&format!("c{i}"), &ev, "pro", Some(1)),
-            )
-            .await
-            .unwrap();
+        for i in 0..n {
+            let ev = format!("e{}", i % (n / 10));
+            let id = format!("c{i}");
+            engine::put_campaign(app, &id, &campaign(&id, &ev, "pro", Some(1)))
+                .await
+                .unwrap();
         }
     });
     let user: Arc<str> = Arc::from("bench-user");
@@ -81,8 +81,16 @@ fn bench_events(c: &mut Criterion) {
     let props = json!({"plan":"pro","n":1});
     // Warm: the first event delivers once per listening campaign, then all are capped.
     for _ in 0..20 {
-        engine::step_detached(&app, &user, &mut state, event("e0", props.clone()));
+        engine::step_detached(app, &user, &mut state, event("e0", props.clone()));
     }
+    (user, state, props)
+}
+
+fn bench_events(c: &mut Criterion) {
+    let rt = runtime();
+    let (running, _dir) = app(&rt);
+    let app = running.app.clone();
+    let (user, mut state, props) = capped_setup(&rt, &app, 10_000);
     let mut g = c.benchmark_group("event");
     g.bench_function("10k_campaigns_10_listening", |b| {
         b.iter(|| engine::step_detached(&app, &user, &mut state, event("e0", props.clone())))
@@ -113,22 +121,7 @@ fn bench_events_1k(c: &mut Criterion) {
     let rt = runtime();
     let (running, _dir) = app(&rt);
     let app = running.app.clone();
-    rt.block_on(async {
-        for i in 0..1_000 {
-            let ev = format!("e{}", i % 100);
-            let id = format!("c{i}");
-            engine::put_campaign(&app, &id, &campaign(&id, &ev, "pro", Some(1)))
-                .await
-                .unwrap();
-        }
-    });
-    let user: Arc<str> = Arc::from("bench-user");
-    let mut state = UserState::default();
-    state.attributes.insert("tier".into(), json!("gold"));
-    let props = json!({"plan":"pro","n":1});
-    for _ in 0..20 {
-        engine::step_detached(&app, &user, &mut state, event("e0", props.clone()));
-    }
+    let (user, mut state, props) = capped_setup(&rt, &app, 1_000);
     let mut g = c.benchmark_group("event_1k");
     g.bench_function("10_listening_capped", |b| {
         b.iter(|| engine::step_detached(&app, &user, &mut state, event("e0", props.clone())))

@@ -819,11 +819,9 @@ mod tests {
         assert_eq!(rec.outbox, vec![entry(3)]);
     }
 
-    #[tokio::test]
-    async fn prune_caps_history_per_user() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let ops = (0..10)
+    /// Events 1..=n of user `u`, one per ms from 100.
+    fn events(n: i64) -> Vec<WriteOp> {
+        (0..n)
             .map(|i| WriteOp::Event {
                 user: "u".into(),
                 seq: i as u64 + 1,
@@ -832,8 +830,23 @@ mod tests {
                 properties: "{}".into(),
                 id: None,
             })
-            .collect();
-        s.submit(ops).wait().await.unwrap();
+            .collect()
+    }
+
+    /// An (empty) aggregates snapshot of `u` including events up to `seq`.
+    fn snapshot(seq: u64) -> WriteOp {
+        WriteOp::Aggregates {
+            user: "u".into(),
+            seq,
+            aggregates: "[]".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn prune_caps_history_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.submit(events(10)).wait().await.unwrap();
         let prune = || WriteOp::Prune {
             history_before: 102,
             history_max_events: 5,
@@ -845,14 +858,7 @@ mod tests {
         s.submit(vec![prune()]).wait().await.unwrap();
         assert_eq!(s.events("u", 0, 0).await.unwrap().len(), 10);
         // Snapshotted up to seq 8: events 9 and 10 are kept whatever their age or number.
-        s.submit(vec![WriteOp::Aggregates {
-            user: "u".into(),
-            seq: 8,
-            aggregates: "[]".into(),
-        }])
-        .wait()
-        .await
-        .unwrap();
+        s.submit(vec![snapshot(8)]).wait().await.unwrap();
         s.submit(vec![prune()]).wait().await.unwrap();
         let ev = s.events("u", 0, 0).await.unwrap();
         assert_eq!(
@@ -870,25 +876,8 @@ mod tests {
     async fn prune_keeps_what_the_snapshot_lacks() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        let ops = (0..4)
-            .map(|i| WriteOp::Event {
-                user: "u".into(),
-                seq: i as u64 + 1,
-                at: 100 + i,
-                name: "e".into(),
-                properties: "{}".into(),
-                id: None,
-            })
-            .collect();
-        s.submit(ops).wait().await.unwrap();
-        s.submit(vec![WriteOp::Aggregates {
-            user: "u".into(),
-            seq: 2,
-            aggregates: "[]".into(),
-        }])
-        .wait()
-        .await
-        .unwrap();
+        s.submit(events(4)).wait().await.unwrap();
+        s.submit(vec![snapshot(2)]).wait().await.unwrap();
         s.submit(vec![WriteOp::Prune {
             history_before: 1000,
             history_max_events: 1,
