@@ -112,10 +112,14 @@ if [ "$only" != gateway ]; then
 fi
 
 if [ "$only" != floor ]; then
-  echo "== gateway: beckon serve --dev on 127.0.0.1:$port${fsync_cfg:+ (fsync off)}"
+  # GATEWAY_DEV=no (a scenario setting): the same secrets as --dev but none of its seeded
+  # example campaigns (one of them arms a session-duration timer in every session).
+  mode_args=(--dev)
+  [ "${GATEWAY_DEV:-yes}" = no ] && mode_args=(--jwt-secret beckon-dev-secret-NOT-FOR-PRODUCTION --admin-token beckon-dev-admin)
+  echo "== gateway: beckon serve ${mode_args[0]} on 127.0.0.1:$port${fsync_cfg:+ (fsync off)}"
   cfg_args=(); [ -n "$fsync_cfg" ] && cfg_args=(--config "$fsync_cfg")
-  echo "RUST_LOG=warn $bin/beckon serve --dev --listen 127.0.0.1:$port --data-dir $data_dir ${cfg_args[*]:-}" >> "$cmdlog"
-  RUST_LOG="${RUST_LOG:-warn}" "$bin/beckon" serve --dev --listen "127.0.0.1:$port" \
+  echo "RUST_LOG=warn $bin/beckon serve ${mode_args[*]} --listen 127.0.0.1:$port --data-dir $data_dir ${cfg_args[*]:-}" >> "$cmdlog"
+  RUST_LOG="${RUST_LOG:-warn}" "$bin/beckon" serve "${mode_args[@]}" --listen "127.0.0.1:$port" \
     --data-dir "$data_dir" "${cfg_args[@]}" > "$out/gateway.log" 2>&1 &
   server_pid=$!
   wait_port "$port"

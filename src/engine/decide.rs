@@ -418,6 +418,7 @@ impl<'a> Ctx<'a> {
             let n = s
                 .core
                 .lock()
+                .campaigns()
                 .campaign_counts
                 .get(&c.id)
                 .copied()
@@ -512,7 +513,7 @@ impl<'a> Ctx<'a> {
             if kind == "modal"
                 && target
                     .as_ref()
-                    .is_some_and(|t| t.core.lock().modal.is_some())
+                    .is_some_and(|t| t.core.lock().campaigns().modal.is_some())
             {
                 self.record(
                     st,
@@ -582,9 +583,13 @@ impl<'a> Ctx<'a> {
                 ops.extend(dops);
                 self.fx.prepared.push((s.clone(), seq));
                 let mut core = s.core.lock();
-                *core.campaign_counts.entry(c.id.clone()).or_default() += 1;
+                *core
+                    .campaigns_mut()
+                    .campaign_counts
+                    .entry(c.id.clone())
+                    .or_default() += 1;
                 if kind == "modal" {
-                    core.modal = Some(delivery.clone());
+                    core.campaigns_mut().modal = Some(delivery.clone());
                 }
                 drop(core);
                 self.record(
@@ -656,9 +661,13 @@ impl<'a> Ctx<'a> {
                 .to_string();
             {
                 let mut core = s.core.lock();
-                *core.campaign_counts.entry(p.campaign.clone()).or_default() += 1;
+                *core
+                    .campaigns_mut()
+                    .campaign_counts
+                    .entry(p.campaign.clone())
+                    .or_default() += 1;
                 if kind == "modal" {
-                    core.modal = Some(p.delivery.clone());
+                    core.campaigns_mut().modal = Some(p.delivery.clone());
                 }
             }
             if let Some(cap) = st.engine.caps.get_mut(&p.campaign) {
@@ -700,7 +709,13 @@ impl<'a> Ctx<'a> {
             match self.app.registry.get(sid) {
                 Some(s) => {
                     ops.push(registry::withdraw_delivery(&s, delivery));
-                    if let Some(n) = s.core.lock().campaign_counts.get_mut(&campaign) {
+                    if let Some(n) = s
+                        .core
+                        .lock()
+                        .campaigns_mut()
+                        .campaign_counts
+                        .get_mut(&campaign)
+                    {
                         *n = n.saturating_sub(1);
                     }
                 }
@@ -784,8 +799,8 @@ impl<'a> Ctx<'a> {
             }
         } else if let Some(s) = &self.session {
             let mut core = s.core.lock();
-            if core.modal.as_deref() == Some(d.id.as_str()) {
-                core.modal = None;
+            if core.campaigns().modal.as_deref() == Some(d.id.as_str()) {
+                core.campaigns_mut().modal = None;
             }
         }
         let did = match action {
@@ -849,15 +864,17 @@ impl<'a> Ctx<'a> {
                         let on_page = PagePattern::admits(page, &core.page);
                         if on_page
                             && self.now - last >= *dur
-                            && core.inactivity_fired.get(&c.id) != Some(&last)
+                            && core.campaigns().inactivity_fired.get(&c.id) != Some(&last)
                         {
-                            core.inactivity_fired.insert(c.id.clone(), last);
+                            core.campaigns_mut()
+                                .inactivity_fired
+                                .insert(c.id.clone(), last);
                             cands.push((c.clone(), Arc::from("inactivity")));
                         }
                     }
                     Trigger::SessionDuration { dur }
                         if self.now - s.started_at >= *dur
-                            && core.duration_fired.insert(c.id.clone()) =>
+                            && core.campaigns_mut().duration_fired.insert(c.id.clone()) =>
                     {
                         cands.push((c.clone(), Arc::from("session_duration")));
                     }

@@ -33,6 +33,7 @@ pub async fn explain(
     let session_count = session.as_ref().map(|s| {
         s.core
             .lock()
+            .campaigns()
             .campaign_counts
             .get(&c.id)
             .copied()

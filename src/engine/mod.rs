@@ -511,11 +511,13 @@ pub fn arm_session(app: &App, session: &Session) {
                 .filter_map(|c| match &c.trigger {
                     Trigger::Inactivity { dur, page } => {
                         let on_page = definitions::PagePattern::admits(page, &core.page);
-                        (on_page && core.inactivity_fired.get(&c.id) != Some(&last))
+                        (on_page && core.campaigns().inactivity_fired.get(&c.id) != Some(&last))
                             .then(|| (last + dur).max(c.start.unwrap_or(Millis::MIN)))
                     }
-                    Trigger::SessionDuration { dur } => (!core.duration_fired.contains(&c.id))
-                        .then(|| (session.started_at + dur).max(c.start.unwrap_or(Millis::MIN))),
+                    Trigger::SessionDuration { dur } => {
+                        (!core.campaigns().duration_fired.contains(&c.id))
+                            .then(|| (session.started_at + dur).max(c.start.unwrap_or(Millis::MIN)))
+                    }
                     _ => None,
                 })
                 .min()

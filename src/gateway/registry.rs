@@ -49,17 +49,43 @@ pub struct SessionCore {
     pub detached_at: Option<Millis>,
     /// Current page path.
     pub page: Option<String>,
+    /// What campaigns did in this session; created on first use (most sessions never
+    /// get a delivery, and these four fields were 96 bytes in every one).
+    campaigns: Option<Box<SessionCampaigns>>,
+    /// When this session's engine timer is due (None: not armed).
+    pub timer_at: Option<Millis>,
+}
+
+/// Per-session campaign state (see [`SessionCore::campaigns`]).
+#[derive(Debug, Default)]
+pub struct SessionCampaigns {
     /// The modal delivery currently shown (at most one per session).
     pub modal: Option<String>,
-    /// Deliveries per campaign in this session (for `max_per_session`). This and the two
-    /// below are B-trees: 24 bytes each when empty (a `HashMap` is 48) in every session.
+    /// Deliveries per campaign in this session (for `max_per_session`).
     pub campaign_counts: std::collections::BTreeMap<String, u64>,
     /// Session-duration campaigns already fired in this session.
     pub duration_fired: std::collections::BTreeSet<String>,
     /// Inactivity campaigns fired, with the activity instant they fired for.
     pub inactivity_fired: std::collections::BTreeMap<String, Millis>,
-    /// When this session's engine timer is due (None: not armed).
-    pub timer_at: Option<Millis>,
+}
+
+static NO_CAMPAIGNS: SessionCampaigns = SessionCampaigns {
+    modal: None,
+    campaign_counts: std::collections::BTreeMap::new(),
+    duration_fired: std::collections::BTreeSet::new(),
+    inactivity_fired: std::collections::BTreeMap::new(),
+};
+
+impl SessionCore {
+    /// What campaigns did in this session (empty if nothing yet).
+    pub fn campaigns(&self) -> &SessionCampaigns {
+        self.campaigns.as_deref().unwrap_or(&NO_CAMPAIGNS)
+    }
+
+    /// The same, for changing (created on first use).
+    pub fn campaigns_mut(&mut self) -> &mut SessionCampaigns {
+        self.campaigns.get_or_insert_default()
+    }
 }
 
 /// A session, shared between its connection task and whoever delivers to it.
@@ -335,8 +361,8 @@ pub fn withdraw_delivery(session: &Session, delivery: &str) -> WriteOp {
             .map(|e| e.rec.seq);
         let sent = queued.is_none_or(|seq| seq <= core.sent);
         core.outbox.retain(|e| e.rec.delivery != delivery);
-        if core.modal.as_deref() == Some(delivery) {
-            core.modal = None;
+        if core.campaigns().modal.as_deref() == Some(delivery) {
+            core.campaigns_mut().modal = None;
         }
         sent
     };
