@@ -96,6 +96,51 @@ async fn auth_before_exp_keeps_the_session() {
     assert_eq!(expect_close(&mut ws).await, Some(4002));
 }
 
+/// CPU time this thread used (the test's runtime, which runs the gateway's sessions),
+/// from /proc, in ticks of 10 ms.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_with_a_token_without_exp_lifts_the_deadline_and_the_session_idles() {
+    let srv = start_with(|c| c.session.heartbeat = Duration::from_secs(3600)).await;
+    let (mut ws, _) = srv
+        .hello_frame(json!({"type":"hello","token":srv.token("u_noexp", 30)}))
+        .await;
+    let no_exp = beckon::auth::mint_hs256(
+        SECRET,
+        "u_noexp",
+        Default::default(),
+        srv.clock.now_secs(),
+        None,
+    );
+    send(&mut ws, json!({"type":"auth","id":"r","token":no_exp})).await;
+    assert_eq!(recv(&mut ws).await, json!({"type":"ok","ids":["r"]}));
+    // Past the first token's expiry: nothing to close, and nothing to wake up for. (A
+    // timer left at the old instant fires in a loop: the CPU check fails, or the paused
+    // clock never gets to idle and the watchdog does.)
+    let rest = async {
+        advance(Duration::from_secs(60)).await;
+        let before = cpu_ticks();
+        real_wait(500).await;
+        let used = cpu_ticks() - before;
+        assert!(
+            used <= 10,
+            "an idle session burnt {used}0 ms of CPU in 500 ms"
+        );
+        send(&mut ws, json!({"type":"activity","id":"a"})).await;
+        assert_eq!(recv(&mut ws).await, json!({"type":"ok","ids":["a"]}));
+    };
+    tokio::select! {
+        () = rest => {}
+        _ = real_timer(20_000) => panic!("the session kept the runtime busy for 20 s"),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn rate_limit_refills_over_time() {
     let srv = start_with(|c| {

@@ -87,8 +87,8 @@ fn close(code: CloseCode, reason: impl Into<String>) -> End {
 /// The transient steps (handshake, frame handling, close) are boxed so that it is only
 /// as big as its idle state, and the socket and the connection are borrowed or boxed
 /// rather than moved in (an async fn keeps a by-value argument twice: as it was passed
-/// and as its local). Inline, all this made every session's task 3.5 KB; `cargo +nightly
-/// rustc -- -Zprint-type-sizes` shows the layout.
+/// and as its local). Inline, all this made every session's task 3.5 KB;
+/// `RUSTFLAGS=-Zprint-type-sizes cargo +nightly build --release --lib` shows the layout.
 pub async fn serve<S>(app: &Arc<App>, ws: &mut WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -571,10 +571,11 @@ impl Conn {
                         let _ = Box::pin(self.flush(ws)).await;
                         return end;
                     }
-                    if self.token_deadline.is_some() {
-                        token_at = self.token_instant();
-                        timer.as_mut().reset(next_ping.min(token_at));
-                    }
+                    // Always: an `auth` frame may have set, moved or removed the deadline
+                    // (a stale instant left in the past would make the timer fire at once,
+                    // again and again).
+                    token_at = self.token_instant();
+                    timer.as_mut().reset(next_ping.min(token_at));
                 }
                 Wake::Timer => {
                     if expired(token_at, self.token_deadline) {
