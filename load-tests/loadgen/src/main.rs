@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use worker::{Command, Report, WorkerCfg};
+use worker::{epoch_us, Command, Report, WorkerCfg};
 
 /// Beckon's dev-mode JWT secret (`beckon serve --dev`).
 const DEV_SECRET: &str = "beckon-dev-secret-NOT-FOR-PRODUCTION";
@@ -763,13 +763,6 @@ async fn scenario(
         }
     }
     Ok(())
-}
-
-fn epoch_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// A bare HTTP/1.1 PUT with a bearer token (the one admin call the harness makes).

@@ -190,7 +190,9 @@ impl Ctx {
     }
 }
 
-fn epoch_us() -> u64 {
+/// Wall-clock µs since the epoch (shared by the coordinator and the workers, which run on
+/// the same machine).
+pub fn epoch_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -198,10 +200,7 @@ fn epoch_us() -> u64 {
 }
 
 fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    epoch_us() / 1000
 }
 
 /// Runs a worker to completion.
