@@ -64,6 +64,11 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// Campaign decisions by outcome.
     pub decisions: Family<OutcomeLabel, Counter>,
+    /// A definition change re-evaluating every user in memory: until every user's step
+    /// was computed and submitted.
+    pub fanout_evaluate_seconds: Histogram,
+    /// The same until every step was durable and its messages sent.
+    pub fanout_seconds: Histogram,
 }
 
 /// Label set with one `outcome` label.
@@ -100,6 +105,8 @@ impl Metrics {
             connections_refused: Counter::default(),
             slow_consumers: Counter::default(),
             decisions: Family::default(),
+            fanout_evaluate_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            fanout_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register("sessions", "Live WebSocket sessions", m.sessions.clone());
@@ -162,7 +169,24 @@ impl Metrics {
             "Campaign decisions by outcome",
             m.decisions.clone(),
         );
+        registry.register(
+            "fanout_evaluate_seconds",
+            "Definition change: every user in memory evaluated and its writes submitted",
+            m.fanout_evaluate_seconds.clone(),
+        );
+        registry.register(
+            "fanout_seconds",
+            "Definition change: every user in memory evaluated, durable and its messages sent",
+            m.fanout_seconds.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Times a re-evaluation of every user in memory.
+    pub fn observe_fanout(&self, evaluated: std::time::Duration, done: std::time::Duration) {
+        self.fanout_evaluate_seconds
+            .observe(evaluated.as_secs_f64());
+        self.fanout_seconds.observe(done.as_secs_f64());
     }
 
     /// Prometheus text exposition.

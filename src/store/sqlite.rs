@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 const READERS: usize = 4;
 
 /// Most writes applied in one transaction.
-const MAX_GROUP_OPS: usize = 8192;
+const MAX_GROUP_OPS: usize = 65536;
 
 struct Job {
     ops: Vec<WriteOp>,
@@ -110,6 +110,8 @@ impl SqliteStore {
         migrate(&conn).map_err(err)?;
         // Checkpoints run on their own thread (see `start_checkpointer`), not inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(err)?;
+        conn.pragma_update(None, "cache_spill", false)
             .map_err(err)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         // The writer ends when the store (the last sender) is dropped. It runs on tokio's
@@ -264,11 +266,34 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> Result<(), StoreError> 
         }
     }
     let tx = conn.transaction().map_err(err)?;
+    // Counters are summed over the group: one upsert per counter, not one per fact (a
+    // fan-out counts thousands of deliveries of one campaign in one group).
+    let mut counts: std::collections::HashMap<(&str, &str, i64, &str), i64> = Default::default();
     for (i, op) in ops().enumerate() {
         if snapshot_key(op).is_some_and(|k| last.get(&k) != Some(&i)) {
             continue;
         }
+        if let WriteOp::Stat {
+            campaign,
+            variant,
+            hour,
+            metric,
+            ..
+        } = op
+        {
+            *counts
+                .entry((campaign, variant, *hour, metric))
+                .or_default() += 1;
+        }
         apply(&tx, op).map_err(err)?;
+    }
+    for ((campaign, variant, hour, metric), n) in counts {
+        tx.prepare_cached(
+            "INSERT INTO stats (campaign, variant, hour, metric, n) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (campaign, hour, variant, metric) DO UPDATE SET n = n + excluded.n",
+        )
+        .and_then(|mut st| st.execute(params![campaign, variant, hour, metric, n]))
+        .map_err(err)?;
     }
     tx.commit().map_err(err)
 }
@@ -333,11 +358,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             )?
             .execute(params![id, user, started_at, updated_at])?;
         }
+        // The session's last seq is the highest of its stored seq, its acked seq and its
+        // outbox's seqs (see `load_session`): an outbox row raises it without a second
+        // write; an outbox row deleted unacked first moves its seq into the session row.
         WriteOp::Outbox { session, entry } => {
             tx.prepare_cached("INSERT OR REPLACE INTO outbox (session, seq, delivery, frame) VALUES (?1, ?2, ?3, ?4)")?
                 .execute(params![session, entry.seq as i64, entry.delivery, entry.frame])?;
-            tx.prepare_cached("UPDATE sessions SET seq = max(seq, ?2) WHERE id = ?1")?
-                .execute(params![session, entry.seq as i64])?;
         }
         WriteOp::Ack { session, upto } => {
             tx.prepare_cached("DELETE FROM outbox WHERE session = ?1 AND seq <= ?2")?
@@ -380,6 +406,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 .execute(params![user, at, data])?;
         }
         WriteOp::OutboxDelete { session, delivery } => {
+            tx.prepare_cached(
+                "UPDATE sessions SET seq = max(seq, coalesce((SELECT max(seq) FROM outbox WHERE session = ?1 AND delivery = ?2), 0)) WHERE id = ?1",
+            )?
+            .execute(params![session, delivery])?;
             tx.prepare_cached("DELETE FROM outbox WHERE session = ?1 AND delivery = ?2")?
                 .execute(params![session, delivery])?;
         }
@@ -396,6 +426,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                     .execute(params![kind, id])?;
             }
         },
+        // The counter itself is summed over the group in `commit_group`.
         WriteOp::Stat {
             campaign,
             variant,
@@ -403,11 +434,6 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             metric,
             user,
         } => {
-            tx.prepare_cached(
-                "INSERT INTO stats (campaign, variant, hour, metric, n) VALUES (?1, ?2, ?3, ?4, 1)
-                 ON CONFLICT (campaign, hour, variant, metric) DO UPDATE SET n = n + 1",
-            )?
-            .execute(params![campaign, variant, hour, metric])?;
             tx.prepare_cached("INSERT OR IGNORE INTO stat_users (campaign, variant, hour, metric, user) VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![campaign, variant, hour, metric, user])?;
         }
@@ -615,11 +641,12 @@ impl Store for SqliteStore {
                 .map_err(err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err)?;
+            let last_outbox = outbox.last().map_or(0, |o| o.seq);
             Ok(Some(SessionRecord {
                 id,
                 user,
                 started_at,
-                seq: seq as u64,
+                seq: (seq as u64).max(acked as u64).max(last_outbox),
                 acked: acked as u64,
                 updated_at,
                 outbox,
@@ -817,6 +844,74 @@ mod tests {
         let rec = s.load_session("s1").await.unwrap().unwrap();
         assert_eq!((rec.seq, rec.acked, rec.started_at), (3, 2, 10));
         assert_eq!(rec.outbox, vec![entry(3)]);
+        // The last seq outlives its outbox row: withdrawn unacked (revoked, expired)…
+        s.submit(vec![
+            WriteOp::Outbox {
+                session: "s1".into(),
+                entry: entry(4),
+            },
+            WriteOp::OutboxDelete {
+                session: "s1".into(),
+                delivery: "d4".into(),
+            },
+        ])
+        .wait()
+        .await
+        .unwrap();
+        let rec = s.load_session("s1").await.unwrap().unwrap();
+        assert_eq!((rec.seq, rec.acked), (4, 2));
+        assert_eq!(rec.outbox, vec![entry(3)]);
+        // …or acked.
+        s.submit(vec![WriteOp::Ack {
+            session: "s1".into(),
+            upto: 3,
+        }])
+        .wait()
+        .await
+        .unwrap();
+        let rec = s.load_session("s1").await.unwrap().unwrap();
+        assert_eq!((rec.seq, rec.acked), (4, 3));
+        assert!(rec.outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn counters_sum_within_a_group_and_across_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let stat = |variant: &str, user: &str| WriteOp::Stat {
+            campaign: "c".into(),
+            variant: variant.into(),
+            hour: 7,
+            metric: "delivered".into(),
+            user: user.into(),
+        };
+        // One group: three facts of variant a (two users), one of b.
+        s.submit(vec![
+            stat("a", "u1"),
+            stat("a", "u2"),
+            stat("b", "u1"),
+            stat("a", "u1"),
+        ])
+        .wait()
+        .await
+        .unwrap();
+        s.submit(vec![stat("a", "u3")]).wait().await.unwrap();
+        let stats = s.stats("c", 0, 100).await.unwrap();
+        let n = |v: &str| {
+            stats
+                .iter()
+                .find(|r| r.0 == v && r.2 == "delivered")
+                .map(|r| r.3)
+        };
+        assert_eq!((n("a"), n("b")), (Some(4), Some(1)));
+        let uniques = s.stat_uniques("c", 0, 100).await.unwrap();
+        let u = |v: &str| {
+            uniques
+                .iter()
+                .find(|r| r.0 == v && r.1 == "delivered")
+                .map(|r| r.2)
+        };
+        assert_eq!((u("a"), u("b")), (Some(3), Some(1)));
     }
 
     /// Events 1..=n of user `u`, one per ms from 100.

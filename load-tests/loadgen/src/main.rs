@@ -643,7 +643,8 @@ async fn scenario(
             let put_start = epoch_us();
             let path = format!("/v1/campaigns/lt-publish-{}", std::process::id());
             let target = target_of(&args.url)?;
-            let (status, answer) = http_put(target, &path, &args.admin_token, &body).await?;
+            let (status, answer) =
+                http_request("PUT", target, &path, &args.admin_token, &body).await?;
             let put_ms = (epoch_us() - put_start) as f64 / 1000.0;
             if !(200..300).contains(&status) {
                 bail!("PUT {path} answered {status}: {answer:.300}");
@@ -669,6 +670,29 @@ async fn scenario(
                 rel[((rel.len() - 1) as f64 * p).round() as usize]
             };
             let (first, last) = (q(0.0), q(1.0));
+            // The gateway's own timing of the fan-out (its /metrics): every user in memory
+            // evaluated and its writes submitted, then durable and sent.
+            let (_, metrics) = http_request("GET", target, "/metrics", &args.admin_token, "")
+                .await
+                .unwrap_or_default();
+            let metric_ms = |name: &str| -> f64 {
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                    .map_or(0.0, |s| s * 1000.0)
+            };
+            figures.push(fig(
+                "publish: evaluated (gateway)",
+                metric_ms("beckon_fanout_evaluate_seconds_sum"),
+                "ms",
+                "lower",
+            ));
+            figures.push(fig(
+                "publish: durable and sent (gateway)",
+                metric_ms("beckon_fanout_seconds_sum"),
+                "ms",
+                "lower",
+            ));
             figures.push(fig("publish: PUT answered", put_ms, "ms", "lower"));
             figures.push(fig(
                 "publish: messages received",
@@ -766,7 +790,8 @@ async fn scenario(
 }
 
 /// A bare HTTP/1.1 PUT with a bearer token (the one admin call the harness makes).
-async fn http_put(
+async fn http_request(
+    method: &str,
     target: SocketAddr,
     path: &str,
     token: &str,
@@ -775,7 +800,7 @@ async fn http_put(
     use tokio::io::AsyncReadExt;
     let mut s = tokio::net::TcpStream::connect(target).await?;
     let req = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer {token}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
