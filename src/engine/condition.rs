@@ -721,6 +721,9 @@ fn cmp_f(op: Op, a: f64, b: f64) -> bool {
 
 /// Walks `a.b.c` into an object.
 pub fn prop_path<'a>(props: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if !path.contains('.') {
+        return props.get(path);
+    }
     let mut parts = path.split('.');
     let mut cur = props.get(parts.next()?)?;
     for p in parts {

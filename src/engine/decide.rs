@@ -33,7 +33,8 @@ pub struct Effects {
     expiries: Vec<(String, Millis)>,
     cancel_expiries: Vec<String>,
     outstanding: Vec<(String, String, bool)>,
-    decisions: Vec<&'static str>,
+    /// Decision outcomes (runs of one outcome counted together), for the metrics.
+    decisions: Vec<(&'static str, u64)>,
     new_decisions: Vec<String>,
     user_timer: Option<Option<Millis>>,
 }
@@ -58,11 +59,11 @@ impl Effects {
                 app.engine.untrack_outstanding(campaign, delivery);
             }
         }
-        for outcome in &self.decisions {
+        for &(outcome, n) in &self.decisions {
             app.metrics
                 .decisions
                 .get_or_create(&OutcomeLabel { outcome })
-                .inc();
+                .inc_by(n);
         }
         if let Some(timers) = app.engine.timers() {
             for (d, at) in self.expiries {
@@ -152,26 +153,17 @@ impl<'a> Ctx<'a> {
         delivery: Option<&str>,
     ) {
         tracing::debug!(user = %self.user, campaign, outcome, "decision");
-        self.fx.decisions.push(outcome);
+        match self.fx.decisions.last_mut() {
+            Some((o, n)) if std::ptr::eq(*o, outcome) => *n += 1,
+            _ => self.fx.decisions.push((outcome, 1)),
+        }
         // Fold a repeat of the campaign's last decision without allocating a new one.
-        if delivery.is_none() {
-            let last = st
+        if delivery.is_none()
+            && st
                 .engine
-                .decisions
-                .iter_mut()
-                .rev()
-                .find(|x| x.campaign == campaign);
-            if let Some(last) = last.filter(|l| {
-                l.outcome == outcome
-                    && l.cause.as_deref() == cause
-                    && l.detail.as_deref() == detail
-                    && l.delivery.is_none()
-            }) {
-                last.first_at.get_or_insert(last.at);
-                last.at = self.now;
-                last.repeats += 1;
-                return;
-            }
+                .fold_repeat(campaign, outcome, cause, detail, self.now)
+        {
+            return;
         }
         let d = Decision {
             at: self.now,
@@ -183,13 +175,14 @@ impl<'a> Ctx<'a> {
             delivery: delivery.map(str::to_string),
             repeats: 0,
             first_at: None,
+            key: super::state::campaign_key(campaign),
         };
         // Appended on its own, so the state snapshot does not carry the history.
         // (A folded repeat only updates memory: a reload shows its first occurrence.)
         self.fx
             .new_decisions
             .push(serde_json::to_string(&d).unwrap_or_default());
-        st.engine.decide(d);
+        st.engine.push_decision(d);
     }
 
     /// Applies one mutation and evaluates what it makes due.
@@ -199,16 +192,17 @@ impl<'a> Ctx<'a> {
         m: Mutation,
         ops: &mut Vec<WriteOp>,
     ) -> Outcome {
-        let (change, props) = match &m {
-            Mutation::Event {
-                name, properties, ..
-            } => (Change::Event(name.clone()), Some(properties.clone())),
-            Mutation::Attributes { attributes, .. } => {
-                (Change::Attrs(attributes.keys().cloned().collect()), None)
-            }
-        };
-        let outcome = st.apply(self.user, m, self.now, self.app.profiles.config(), ops);
+        let outcome = st.apply(self.user, &m, self.now, self.app.profiles.config(), ops);
         if outcome == Outcome::Applied {
+            let (change, props) = match m {
+                Mutation::Event {
+                    name, properties, ..
+                } => (Change::Event(name), Some(properties)),
+                Mutation::Attributes { attributes, .. } => (
+                    Change::Attrs(attributes.into_iter().map(|(k, _)| k).collect()),
+                    None,
+                ),
+            };
             self.evaluate(st, change, props.as_ref(), ops);
         }
         outcome
@@ -271,9 +265,12 @@ impl<'a> Ctx<'a> {
         } else {
             None
         };
-        if let Change::Event(name) = &change {
+        if let Some((name, listening)) = match &change {
+            Change::Event(name) => self.rs.by_event.get(name).map(|l| (name, l)),
+            _ => None,
+        } {
             let event_cause: Arc<str> = Arc::from(format!("event:{name}"));
-            for c in self.rs.by_event.get(name).into_iter().flatten() {
+            for c in listening {
                 match &c.trigger {
                     Trigger::Event { filter, .. } => {
                         let ok = filter.as_ref().is_none_or(|f| {

@@ -113,6 +113,18 @@ pub struct Decision {
     /// When the first of the folded decisions was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_at: Option<Millis>,
+    /// `campaign_key(campaign)`, so that finding a campaign's last decision compares
+    /// integers; 0 = not computed (compare the ids).
+    #[serde(skip)]
+    pub key: u64,
+}
+
+/// A cheap hash of a campaign id (FNV-1a), never 0.
+pub fn campaign_key(campaign: &str) -> u64 {
+    let h = campaign.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    h.max(1)
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -144,28 +156,40 @@ pub struct EngineState {
 }
 
 impl EngineState {
-    /// Records a decision, keeping the most recent ones; a repeat of the campaign's last
-    /// decision (same outcome, cause and detail, no delivery) is folded into it.
-    pub fn decide(&mut self, d: Decision) {
-        if d.delivery.is_none() {
-            if let Some(last) = self
-                .decisions
-                .iter_mut()
-                .rev()
-                .find(|x| x.campaign == d.campaign)
+    /// Folds a repeat of the campaign's last decision (same outcome, cause and detail, no
+    /// delivery) into it; false if the decision is not a repeat.
+    pub fn fold_repeat(
+        &mut self,
+        campaign: &str,
+        outcome: &str,
+        cause: Option<&str>,
+        detail: Option<&str>,
+        now: Millis,
+    ) -> bool {
+        let key = campaign_key(campaign);
+        let last = self
+            .decisions
+            .iter_mut()
+            .rev()
+            .find(|x| (x.key == key || x.key == 0) && x.campaign == campaign);
+        match last {
+            Some(last)
+                if last.outcome == outcome
+                    && last.cause.as_deref() == cause
+                    && last.detail.as_deref() == detail
+                    && last.delivery.is_none() =>
             {
-                if last.outcome == d.outcome
-                    && last.cause == d.cause
-                    && last.detail == d.detail
-                    && last.delivery.is_none()
-                {
-                    last.first_at.get_or_insert(last.at);
-                    last.at = d.at;
-                    last.repeats += 1;
-                    return;
-                }
+                last.first_at.get_or_insert(last.at);
+                last.at = now;
+                last.repeats += 1;
+                true
             }
+            _ => false,
         }
+    }
+
+    /// Records a new decision, keeping the most recent ones.
+    pub fn push_decision(&mut self, d: Decision) {
         self.decisions.push_back(d);
         while self.decisions.len() > MAX_DECISIONS {
             self.decisions.pop_front();

@@ -234,7 +234,11 @@ impl UserState {
             s.engine.decisions = rec
                 .decisions
                 .iter()
-                .filter_map(|d| serde_json::from_str(d).ok())
+                .filter_map(|d| serde_json::from_str::<crate::engine::state::Decision>(d).ok())
+                .map(|mut d| {
+                    d.key = crate::engine::state::campaign_key(&d.campaign);
+                    d
+                })
                 .collect();
         }
         // Older events are only here for the replay above.
@@ -320,12 +324,12 @@ impl UserState {
     pub fn apply(
         &mut self,
         user: &str,
-        m: Mutation,
+        m: &Mutation,
         now: Millis,
         cfg: &ProfileConfig,
         ops: &mut Vec<WriteOp>,
     ) -> Outcome {
-        let id = match &m {
+        let id = match m {
             Mutation::Event { id, .. } | Mutation::Attributes { id, .. } => id.clone(),
         };
         if let Some(id) = &id {
@@ -345,12 +349,12 @@ impl UserState {
                 let agg = self.aggregates.entry(name.clone());
                 record(agg, at, now, cfg.store.history_days);
                 let d = &cfg.derive;
-                self.activity = bump_activity(self.activity, at, d.weight(&name), d.half_life);
+                self.activity = bump_activity(self.activity, at, d.weight(name), d.half_life);
                 for f in d
                     .filters
                     .load()
                     .iter()
-                    .filter(|f| f.event == name && f.matches(&properties))
+                    .filter(|f| f.event == *name && f.matches(properties))
                 {
                     record(
                         self.filtered.entry(f.key.clone()).or_default(),
@@ -366,8 +370,8 @@ impl UserState {
                     user: user.into(),
                     seq: self.event_seq,
                     at,
-                    name,
-                    properties: serde_json::to_string(&properties).unwrap_or_default(),
+                    name: name.clone(),
+                    properties: serde_json::to_string(properties).unwrap_or_default(),
                     id: id.clone(),
                 });
                 if snapshot {
@@ -396,9 +400,9 @@ impl UserState {
                 let mut changed = false;
                 for (k, v) in attributes {
                     if v.is_null() {
-                        changed |= self.attributes.remove(&k).is_some();
-                    } else if self.attributes.get(&k) != Some(&v) {
-                        self.attributes.insert(k, v);
+                        changed |= self.attributes.remove(k).is_some();
+                    } else if self.attributes.get(k) != Some(v) {
+                        self.attributes.insert(k.clone(), v.clone());
                         changed = true;
                     }
                 }
@@ -607,12 +611,12 @@ mod tests {
         let mut s = UserState::default();
         let mut ops = vec![];
         for i in 0..70 {
-            s.apply("u", ev(&format!("e{i}"), "x", None), now, &c, &mut ops);
+            s.apply("u", &ev(&format!("e{i}"), "x", None), now, &c, &mut ops);
         }
         // Buffered on the client for two hours: its id also gets a dedup row.
         s.apply(
             "u",
-            ev("late", "y", Some(now - 7_200_000)),
+            &ev("late", "y", Some(now - 7_200_000)),
             now,
             &c,
             &mut ops,
@@ -644,7 +648,7 @@ mod tests {
             assert!(r.seen(id), "{id} remembered after the reload");
         }
         let mut more = vec![];
-        r.apply("u", ev("e70", "x", None), now + 2000, &c, &mut more);
+        r.apply("u", &ev("e70", "x", None), now + 2000, &c, &mut more);
         assert!(matches!(more[0], WriteOp::Event { seq: 72, .. }));
     }
 
@@ -654,17 +658,17 @@ mod tests {
         let mut ops = vec![];
         let now = 100 * DAY_MS;
         assert_eq!(
-            s.apply("u", ev("a", "x", None), now, &cfg(), &mut ops),
+            s.apply("u", &ev("a", "x", None), now, &cfg(), &mut ops),
             Outcome::Applied
         );
         assert_eq!(
-            s.apply("u", ev("a", "x", None), now, &cfg(), &mut ops),
+            s.apply("u", &ev("a", "x", None), now, &cfg(), &mut ops),
             Outcome::Duplicate
         );
         assert_eq!(
             s.apply(
                 "u",
-                ev("b", "x", Some(now - 3 * DAY_MS)),
+                &ev("b", "x", Some(now - 3 * DAY_MS)),
                 now,
                 &cfg(),
                 &mut ops
@@ -704,7 +708,7 @@ mod tests {
             trusted: false,
         };
         assert_eq!(
-            s.apply("u", m, 0, &cfg(), &mut ops),
+            s.apply("u", &m, 0, &cfg(), &mut ops),
             Outcome::Forbidden("plan".into())
         );
         assert!(ops.is_empty());
@@ -713,13 +717,13 @@ mod tests {
             attributes: attrs(json!({"first_name": "Ada"})),
             trusted: false,
         };
-        assert_eq!(s.apply("u", m, 0, &cfg(), &mut ops), Outcome::Applied);
+        assert_eq!(s.apply("u", &m, 0, &cfg(), &mut ops), Outcome::Applied);
         let m = Mutation::Attributes {
             id: None,
             attributes: attrs(json!({"plan": "pro", "first_name": null})),
             trusted: true,
         };
-        assert_eq!(s.apply("u", m, 0, &cfg(), &mut ops), Outcome::Applied);
+        assert_eq!(s.apply("u", &m, 0, &cfg(), &mut ops), Outcome::Applied);
         assert_eq!(Value::Object(s.attributes.clone()), json!({"plan": "pro"}));
     }
 
@@ -730,7 +734,7 @@ mod tests {
         let mut s = UserState::default();
         let mut ops = vec![];
         for i in 0..5 {
-            s.apply("u", ev(&format!("e{i}"), "x", None), 0, &c, &mut ops);
+            s.apply("u", &ev(&format!("e{i}"), "x", None), 0, &c, &mut ops);
         }
         assert!(!s.seen("e0") && !s.seen("e1"));
         assert!(s.seen("e2") && s.seen("e4"));
