@@ -573,17 +573,11 @@ pub fn arm_session(app: &App, session: &Session) {
                 .min()
         }
     };
-    let Some(timers) = app.engine.timers() else {
-        return;
-    };
-    let key = TimerKey::Session(session.id.clone());
+    // The session's own timer waits for it (see `gateway::session`): wake the session
+    // to notice a new deadline.
     let prev = std::mem::replace(&mut session.core.lock().timer_at, next);
-    match (next, prev) {
-        (Some(at), _) => timers.set(key, wall_to_instant(app, at.max(now))),
-        // Nothing armed before or now: no message to the timer task (this runs on
-        // every activity frame of a session with no session-timed campaign).
-        (None, None) => {}
-        (None, Some(_)) => timers.cancel(key),
+    if prev != next {
+        session.wake();
     }
 }
 

@@ -23,7 +23,7 @@ use super::ratelimit::{RateLimiter, Verdict};
 use super::registry::Session;
 use crate::app::App;
 use crate::auth::AuthError;
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, Millis};
 use crate::metrics::TypeLabel;
 use crate::profile::{Mutation, Outcome, UserHandle};
 use crate::protocol::frames::PageContext;
@@ -506,13 +506,21 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // One timer for both the heartbeat and the token's expiry (each timer is ~100 bytes
-        // in every idle session).
+        // One timer for the heartbeat, the token's expiry and the session's next
+        // session-timed campaign deadline (inactivity, session duration), which
+        // `engine::arm_session` sets in the session and wakes it to notice (each timer is
+        // ~100 bytes in every idle session; a shared timer queue entry was ~190).
         let hb = self.app.cfg.session.heartbeat;
         let mut next_ping = Instant::now() + hb;
         let mut last_heard = Instant::now();
         let mut token_at = self.token_instant();
-        let timer = tokio::time::sleep_until(next_ping.min(token_at));
+        let mut campaign: Option<(Millis, Instant)> = None;
+        let wake_at = |next_ping: Instant, token_at: Instant, c: Option<(Millis, Instant)>| {
+            c.map_or(next_ping.min(token_at), |(_, at)| {
+                next_ping.min(token_at).min(at)
+            })
+        };
+        let timer = tokio::time::sleep_until(wake_at(next_ping, token_at, campaign));
         tokio::pin!(timer);
         let expired = |token_at: Instant, deadline: Option<i64>| {
             deadline.is_some() && Instant::now() >= token_at
@@ -533,6 +541,11 @@ impl Conn {
                 if let Err(end) = Box::pin(self.flush(ws)).await {
                     return end;
                 }
+            }
+            let armed = self.session.core.lock().timer_at;
+            if armed != campaign.map(|c| c.0) {
+                campaign = armed.map(|at| (at, self.instant_of(at)));
+                timer.as_mut().reset(wake_at(next_ping, token_at, campaign));
             }
             // The wait holds only the select's own futures; what a wake-up leads to runs
             // after it, in boxed futures, so an idle session's task stays small.
@@ -575,7 +588,7 @@ impl Conn {
                     // (a stale instant left in the past would make the timer fire at once,
                     // again and again).
                     token_at = self.token_instant();
-                    timer.as_mut().reset(next_ping.min(token_at));
+                    timer.as_mut().reset(wake_at(next_ping, token_at, campaign));
                 }
                 Wake::Timer => {
                     if expired(token_at, self.token_deadline) {
@@ -585,6 +598,14 @@ impl Conn {
                         );
                     }
                     let now = Instant::now();
+                    if campaign.is_some_and(|(_, at)| now >= at) {
+                        campaign = None;
+                        self.session.core.lock().timer_at = None;
+                        self.app.tracker.spawn(crate::engine::on_timer(
+                            self.app.clone(),
+                            crate::engine::timers::TimerKey::Session(self.session.id.clone()),
+                        ));
+                    }
                     if now >= next_ping {
                         if last_heard.elapsed() >= hb * 2 {
                             return close(
@@ -598,7 +619,7 @@ impl Conn {
                         }
                         next_ping = now + hb;
                     }
-                    timer.as_mut().reset(next_ping.min(token_at));
+                    timer.as_mut().reset(wake_at(next_ping, token_at, campaign));
                 }
             }
         }
@@ -624,6 +645,12 @@ impl Conn {
                 .ack_seconds
                 .observe(p.received.elapsed().as_secs_f64());
         }
+    }
+
+    /// The instant of a wall-clock time (the injected clock's).
+    fn instant_of(&self, at: Millis) -> Instant {
+        let left = (at - self.app.clock.now_ms()).max(0) as u64;
+        Instant::now() + Duration::from_millis(left)
     }
 
     fn token_instant(&self) -> Instant {
