@@ -436,12 +436,18 @@ impl<'a> Ctx<'a> {
         if cands.is_empty() {
             return;
         }
-        cands.sort_by(|a, b| {
+        // Highest priority first, then by id. The rule set keeps each of its lists in this
+        // order, so candidates from one source (most steps) need no sort.
+        let order = |a: &(Arc<Campaign>, Arc<str>), b: &(Arc<Campaign>, Arc<str>)| {
             b.0.priority
                 .cmp(&a.0.priority)
                 .then_with(|| a.0.id.cmp(&b.0.id))
-        });
-        cands.dedup_by(|a, b| a.0.id == b.0.id);
+        };
+        if !cands.is_sorted_by(|a, b| order(a, b).is_le()) {
+            cands.sort_by(order);
+        }
+        // One rule set holds one `Arc` per campaign.
+        cands.dedup_by(|a, b| Arc::ptr_eq(&a.0, &b.0));
         let target = self.target_session();
         let page = target.as_ref().and_then(|s| s.core.lock().page.clone());
         let mut winner: Option<String> = None;

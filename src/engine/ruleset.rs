@@ -133,6 +133,16 @@ impl Ruleset {
                 }
             }
         }
+        // Candidates are decided highest priority first, then by id (`decide`): lists
+        // kept in that order spare most steps a sort.
+        let order = |a: &Arc<Campaign>, b: &Arc<Campaign>| {
+            b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id))
+        };
+        for list in r.by_event.values_mut().chain(r.by_segment.values_mut()) {
+            list.sort_by(order);
+        }
+        r.goal_conds.sort_by(order);
+        r.session_timed.sort_by(order);
         r
     }
 
@@ -197,5 +207,35 @@ impl Ruleset {
     /// Segments that can change with time alone.
     pub fn time_segments(&self) -> impl Iterator<Item = &Arc<Segment>> {
         self.seg_time.iter().filter_map(|id| self.segments.get(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn campaign(id: &str, priority: i64) -> Arc<Campaign> {
+        let body = json!({"status":"active","priority":priority,
+            "trigger":{"type":"event","event":"e"},
+            "variants":[{"id":"a","message":{"kind":"banner","body":"x"}}]});
+        Arc::new(super::super::definitions::parse_campaign(id, &body, &|_| false).unwrap())
+    }
+
+    /// `decide` skips its sort for candidates from one list: the lists must be in
+    /// decision order (highest priority first, then by id) whatever the input order.
+    #[test]
+    fn listener_lists_are_in_decision_order() {
+        let r = Ruleset::build(
+            vec![],
+            vec![
+                campaign("b", 1),
+                campaign("z", 5),
+                campaign("a", 1),
+                campaign("c", 0),
+            ],
+        );
+        let ids: Vec<&str> = r.by_event["e"].iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["z", "a", "b", "c"]);
     }
 }
