@@ -130,7 +130,7 @@ impl Engine {
     }
 }
 
-fn wall_to_instant(app: &App, at: Millis) -> tokio::time::Instant {
+pub(crate) fn wall_to_instant(app: &App, at: Millis) -> tokio::time::Instant {
     let delta = (at - app.clock.now_ms()).max(0) as u64;
     tokio::time::Instant::now() + std::time::Duration::from_millis(delta)
 }

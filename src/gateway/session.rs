@@ -544,7 +544,7 @@ impl Conn {
             }
             let armed = self.session.core.lock().timer_at;
             if armed != campaign.map(|c| c.0) {
-                campaign = armed.map(|at| (at, self.instant_of(at)));
+                campaign = armed.map(|at| (at, crate::engine::wall_to_instant(&self.app, at)));
                 timer.as_mut().reset(wake_at(next_ping, token_at, campaign));
             }
             // The wait holds only the select's own futures; what a wake-up leads to runs
@@ -645,12 +645,6 @@ impl Conn {
                 .ack_seconds
                 .observe(p.received.elapsed().as_secs_f64());
         }
-    }
-
-    /// The instant of a wall-clock time (the injected clock's).
-    fn instant_of(&self, at: Millis) -> Instant {
-        let left = (at - self.app.clock.now_ms()).max(0) as u64;
-        Instant::now() + Duration::from_millis(left)
     }
 
     fn token_instant(&self) -> Instant {
