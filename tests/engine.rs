@@ -282,6 +282,58 @@ async fn goal_conditions_fire_once_when_they_first_hold() {
     assert_eq!(messages, 1);
 }
 
+/// Publishing a goal-condition campaign evaluates every user in memory (the fan-out:
+/// every step submitted first, then the commits awaited and the messages sent): each
+/// live user who already meets it gets exactly one message, the others none, and the
+/// analytics count each delivery once (the counters are summed per group commit).
+#[tokio::test(start_paused = true)]
+async fn a_goal_campaign_published_reaches_every_live_user_who_meets_it() {
+    let srv = engine_server().await;
+    let mut meets = Vec::new();
+    let mut not = Vec::new();
+    for i in 0..40 {
+        let (mut ws, _) = srv.hello_long(&format!("u_fan{i}"), json!({})).await;
+        if i % 4 != 0 {
+            send(
+                &mut ws,
+                json!({"type":"track","id":format!("e{i}"),"event":"report_shared"}),
+            )
+            .await;
+            assert_eq!(recv(&mut ws).await["type"], "ok");
+            meets.push(ws);
+        } else {
+            not.push(ws);
+        }
+    }
+    let trig = json!({"type":"goal","conditions":{"event":"report_shared","count":{"op":"gte","value":1}}});
+    srv.put_ok(
+        "/v1/campaigns/sharers",
+        campaign("sharers", trig, banner("Thanks for sharing")),
+    )
+    .await;
+    let mut seqs = Vec::new();
+    for ws in &mut meets {
+        let m = recv_message(ws).await;
+        assert_eq!(m["campaign"], "sharers");
+        seqs.push(m["seq"].as_u64());
+    }
+    assert!(seqs.iter().all(|s| *s == Some(1)), "{seqs:?}");
+    for ws in meets.iter_mut().chain(not.iter_mut()) {
+        assert_quiet(ws).await;
+    }
+    let from = beckon::clock::rfc3339(srv.clock.now_ms() - 3_600_000);
+    let to = beckon::clock::rfc3339(srv.clock.now_ms() + 3_600_000);
+    let (s, stats) = srv
+        .admin(
+            "GET",
+            &format!("/v1/campaigns/sharers/stats?from={from}&to={to}&interval=hour"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{stats}");
+    assert_eq!(stats["variants"][0]["delivered"], 30, "{stats}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn clicked_upgrade_button_with_a_property_filter() {
     let srv = engine_server().await;
