@@ -109,7 +109,8 @@ cmdlog="$out/commands.txt"
 : > "$cmdlog"
 floor_ok=1; gw_ok=1
 
-# A scenario with no floor equivalent (campaign-publish: the floor has no campaigns).
+# A scenario with no floor equivalent (FLOOR=no); FLOOR_ARGS: extra floor flags (e.g.
+# campaign-publish's --publish: an HTTP PUT sends every floor session a message).
 [ "${FLOOR:-yes}" = no ] && only=gateway
 # campaign-publish: the campaign the generator publishes once the sessions are up.
 [ -n "${PUBLISH_CAMPAIGN:-}" ] && export BECKON_LT_CAMPAIGN="$PUBLISH_CAMPAIGN"
@@ -117,8 +118,9 @@ floor_ok=1; gw_ok=1
 if [ "$only" != gateway ]; then
   wait_timewait
   echo "== floor: beckon-echo-floor on 127.0.0.1:$fport"
-  echo "$bin/beckon-echo-floor --listen 127.0.0.1:$fport" >> "$cmdlog"
-  "$bin/beckon-echo-floor" --listen "127.0.0.1:$fport" 2> "$out/floor.log" &
+  echo "$bin/beckon-echo-floor --listen 127.0.0.1:$fport ${FLOOR_ARGS:-}" >> "$cmdlog"
+  # shellcheck disable=SC2086
+  "$bin/beckon-echo-floor" --listen "127.0.0.1:$fport" ${FLOOR_ARGS:-} 2> "$out/floor.log" &
   server_pid=$!
   wait_port "$fport"
   strict=""; [ "$quick" = 1 ] && strict="--strict"
@@ -147,9 +149,12 @@ if [ "$only" != floor ]; then
       "http://127.0.0.1:$port/v1/campaigns/lt-campaign" -d "$CAMPAIGN" > /dev/null
   fi
   echo "beckon-loadgen run --scenario $SCENARIO --mode beckon --url ws://127.0.0.1:$port/v1/ws --sessions $SESSIONS --procs $PROCS --sources $SOURCES --pid <gateway> $ARGS" >> "$cmdlog"
-  # Gateway-only scenarios check themselves in the quick (CI) run: every session must
-  # get its message.
-  gw_strict=""; [ "$quick" = 1 ] && [ "${FLOOR:-yes}" = no ] && gw_strict="--strict"
+  # Gateway-only and publish scenarios check themselves in the quick (CI) run: every
+  # session must get its message.
+  gw_strict=""
+  if [ "$quick" = 1 ] && { [ "${FLOOR:-yes}" = no ] || [ -n "${PUBLISH_CAMPAIGN:-}" ]; }; then
+    gw_strict="--strict"
+  fi
   loadgen beckon "ws://127.0.0.1:$port/v1/ws" "$out/gateway.json" $gw_strict 2>&1 | tee "$out/gateway.txt" || gw_ok=0
   stop_server
 fi

@@ -7,6 +7,11 @@
 //! and, when the event is the configured trigger name, also sends a `message` frame so
 //! event→message latency has a floor too. It stores nothing, verifies a JWT only when
 //! given a secret, and pings every `--heartbeat-ms` like the gateway.
+//!
+//! With `--publish`, an HTTP `PUT` on the same port (what the load generator sends to
+//! publish a campaign) makes every live session send one `message` frame: the floor of
+//! the campaign-publish scenario's fan-out. Without it the sessions carry nothing extra
+//! (their idle size is the connect-idle floor).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +49,9 @@ struct Args {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Answer HTTP requests on the same port; a `PUT` sends every live session a message.
+    #[arg(long)]
+    publish: bool,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +83,35 @@ struct Shared {
     key: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
     next_session: AtomicU64,
     next_delivery: AtomicU64,
+    /// Bumped by each HTTP `PUT` (with `--publish`).
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+/// What else, besides its own frames, makes a session send a `message`.
+trait Publishes: Send + 'static {
+    fn next(&mut self) -> impl std::future::Future<Output = ()> + Send + '_;
+}
+
+/// Nothing (a zero-sized type: the session is exactly the bare one).
+struct Never;
+
+impl Publishes for Never {
+    fn next(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        std::future::pending()
+    }
+}
+
+/// Each publication (`--publish`).
+struct OnPut(tokio::sync::watch::Receiver<u64>);
+
+impl Publishes for OnPut {
+    fn next(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        async {
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 fn main() -> std::io::Result<()> {
@@ -108,12 +145,17 @@ async fn serve(args: Args) -> std::io::Result<()> {
         key,
         next_session: AtomicU64::new(1),
         next_delivery: AtomicU64::new(1),
+        published: tokio::sync::watch::channel(0).0,
     });
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(session(shared.clone(), stream));
+                if shared.args.publish {
+                    tokio::spawn(http_or_session(shared.clone(), stream));
+                } else {
+                    tokio::spawn(session(shared.clone(), stream, Never));
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -124,7 +166,80 @@ async fn serve(args: Args) -> std::io::Result<()> {
     }
 }
 
-async fn session(shared: Arc<Shared>, stream: TcpStream) {
+/// `--publish`: an HTTP request (`PUT` publishes; anything else gets an empty 200), or
+/// a WebSocket session that also sends a message on each publication.
+async fn http_or_session(shared: Arc<Shared>, stream: TcpStream) {
+    let mut first = [0u8; 4];
+    if stream.peek(&mut first).await.is_err() {
+        return;
+    }
+    if &first == b"GET " && !looks_like_upgrade(&stream).await {
+        return http(shared, stream, false).await;
+    }
+    if &first == b"PUT " {
+        return http(shared, stream, true).await;
+    }
+    let published = OnPut(shared.published.subscribe());
+    session(shared, stream, published).await
+}
+
+/// Whether the request waiting on `stream` asks for a WebSocket upgrade.
+async fn looks_like_upgrade(stream: &TcpStream) -> bool {
+    let mut buf = vec![0u8; 2048];
+    let n = stream.peek(&mut buf).await.unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .to_ascii_lowercase()
+        .contains("upgrade: websocket")
+}
+
+async fn http(shared: Arc<Shared>, mut stream: TcpStream, publish: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read the head and the body (`Content-Length`), then answer and close.
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    let body_len = loop {
+        let Ok(n) = stream.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        req.extend_from_slice(&buf[..n]);
+        if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break end + 4 + len;
+        }
+    };
+    while req.len() < body_len {
+        let Ok(n) = stream.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    if publish {
+        shared.published.send_modify(|n| *n += 1);
+    }
+    let _ = stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        .await;
+}
+
+fn message_frame(shared: &Shared, seq: u64) -> String {
+    let d = shared.next_delivery.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{{\"type\":\"message\",\"seq\":{seq},\"delivery\":\"d_{d}\",\"campaign\":\"floor\",\"variant\":\"a\",\"message\":{{\"kind\":\"banner\",\"body\":\"floor\"}},\"expires_at\":\"2100-01-01T00:00:00Z\"}}"
+    )
+}
+
+async fn session<P: Publishes>(shared: Arc<Shared>, stream: TcpStream, mut published: P) {
     let mut cfg = WebSocketConfig::default();
     cfg.read_buffer_size = shared.args.read_buffer;
     cfg.write_buffer_size = shared.args.write_buffer;
@@ -189,13 +304,15 @@ async fn session(shared: Arc<Shared>, stream: TcpStream) {
                 if ws.feed(Message::Text(ok.into())).await.is_err() { return; }
                 if f.kind == "track" && f.event.as_deref() == Some(shared.args.trigger_event.as_str()) {
                     seq += 1;
-                    let d = shared.next_delivery.fetch_add(1, Ordering::Relaxed);
-                    let m = format!(
-                        "{{\"type\":\"message\",\"seq\":{seq},\"delivery\":\"d_{d}\",\"campaign\":\"floor\",\"variant\":\"a\",\"message\":{{\"kind\":\"banner\",\"body\":\"floor\"}},\"expires_at\":\"2100-01-01T00:00:00Z\"}}"
-                    );
+                    let m = message_frame(&shared, seq);
                     if ws.feed(Message::Text(m.into())).await.is_err() { return; }
                 }
                 if ws.flush().await.is_err() { return; }
+            }
+            _ = published.next() => {
+                seq += 1;
+                let m = message_frame(&shared, seq);
+                if ws.send(Message::Text(m.into())).await.is_err() { return; }
             }
             _ = heartbeat.tick() => {
                 if ws.send(Message::Ping(Default::default())).await.is_err() { return; }

@@ -672,27 +672,29 @@ async fn scenario(
             let (first, last) = (q(0.0), q(1.0));
             // The gateway's own timing of the fan-out (its /metrics): every user in memory
             // evaluated and its writes submitted, then durable and sent.
-            let (_, metrics) = http_request("GET", target, "/metrics", &args.admin_token, "")
-                .await
-                .unwrap_or_default();
-            let metric_ms = |name: &str| -> f64 {
-                metrics
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-                    .map_or(0.0, |s| s * 1000.0)
-            };
-            figures.push(fig(
-                "publish: evaluated (gateway)",
-                metric_ms("beckon_fanout_evaluate_seconds_sum"),
-                "ms",
-                "lower",
-            ));
-            figures.push(fig(
-                "publish: durable and sent (gateway)",
-                metric_ms("beckon_fanout_seconds_sum"),
-                "ms",
-                "lower",
-            ));
+            if matches!(args.mode, Mode::Beckon) {
+                let (_, metrics) = http_request("GET", target, "/metrics", &args.admin_token, "")
+                    .await
+                    .unwrap_or_default();
+                let metric_ms = |name: &str| -> f64 {
+                    metrics
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                        .map_or(0.0, |s| s * 1000.0)
+                };
+                figures.push(fig(
+                    "publish: evaluated (gateway)",
+                    metric_ms("beckon_fanout_evaluate_seconds_sum"),
+                    "ms",
+                    "lower",
+                ));
+                figures.push(fig(
+                    "publish: durable and sent (gateway)",
+                    metric_ms("beckon_fanout_seconds_sum"),
+                    "ms",
+                    "lower",
+                ));
+            }
             figures.push(fig("publish: PUT answered", put_ms, "ms", "lower"));
             figures.push(fig(
                 "publish: messages received",
