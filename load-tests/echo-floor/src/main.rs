@@ -105,11 +105,9 @@ impl Publishes for Never {
 struct OnPut(tokio::sync::watch::Receiver<u64>);
 
 impl Publishes for OnPut {
-    fn next(&mut self) -> impl std::future::Future<Output = ()> + Send + '_ {
-        async {
-            if self.0.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+    async fn next(&mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
