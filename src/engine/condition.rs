@@ -722,14 +722,24 @@ fn cmp_f(op: Op, a: f64, b: f64) -> bool {
 /// Walks `a.b.c` into an object.
 pub fn prop_path<'a>(props: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     if !path.contains('.') {
-        return props.get(path);
+        return map_get(props, path);
     }
     let mut parts = path.split('.');
-    let mut cur = props.get(parts.next()?)?;
+    let mut cur = map_get(props, parts.next()?)?;
     for p in parts {
-        cur = cur.as_object()?.get(p)?;
+        cur = map_get(cur.as_object()?, p)?;
     }
     Some(cur)
+}
+
+/// `map.get(key)`, comparing keys in order for small maps (most event properties and
+/// attribute sets): cheaper than hashing the key.
+pub fn map_get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= 8 {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
 }
 
 impl Subject<'_> {
@@ -802,7 +812,7 @@ impl Subject<'_> {
             Cond::All(cs) => cs.iter().all(|c| self.eval(c)),
             Cond::Any(cs) => cs.iter().any(|c| self.eval(c)),
             Cond::Not(c) => !self.eval(c),
-            Cond::Attr { attr, op, value } => apply_op(*op, self.attributes.get(attr), value),
+            Cond::Attr { attr, op, value } => apply_op(*op, map_get(self.attributes, attr), value),
             Cond::Activity { op, value } => cmp_f(
                 *op,
                 activity_at(self.activity, self.now, self.half_life),

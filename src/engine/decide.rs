@@ -97,6 +97,8 @@ pub struct Ctx<'a> {
     fx: &'a mut Effects,
     dirty: bool,
     target: Option<Option<Arc<Session>>>,
+    /// The target session's current page, read once per step.
+    page: Option<Option<Arc<str>>>,
 }
 
 pub(crate) fn subject<'s>(
@@ -138,6 +140,7 @@ impl<'a> Ctx<'a> {
             fx,
             dirty: false,
             target: None,
+            page: None,
         }
     }
 
@@ -256,28 +259,24 @@ impl<'a> Ctx<'a> {
             }
         }
         let listeners = match &change {
-            Change::Event(name) => self.rs.by_event.get(name).is_some_and(|l| !l.is_empty()),
-            _ => false,
-        };
-        let page = if listeners {
-            self.target_session()
-                .and_then(|s| s.core.lock().page.clone())
-        } else {
-            None
-        };
-        if let Some((name, listening)) = match &change {
-            Change::Event(name) => self.rs.by_event.get(name).map(|l| (name, l)),
+            Change::Event(name) => self
+                .rs
+                .by_event
+                .get(name)
+                .filter(|l| !l.campaigns.is_empty())
+                .map(|l| (name, l)),
             _ => None,
-        } {
-            let event_cause: Arc<str> = Arc::from(format!("event:{name}"));
-            for c in listening {
+        };
+        if let Some((name, listeners)) = listeners {
+            let page = self.target_page();
+            for c in &listeners.campaigns {
                 match &c.trigger {
                     Trigger::Event { filter, .. } => {
                         let ok = filter.as_ref().is_none_or(|f| {
                             subject(self.app, st, self.now, page.as_deref(), props).eval(f)
                         });
                         if ok {
-                            cands.push((c.clone(), event_cause.clone()));
+                            cands.push((c.clone(), listeners.cause.clone()));
                         }
                     }
                     Trigger::GoalCount { count, .. } => {
@@ -382,6 +381,18 @@ impl<'a> Ctx<'a> {
         t
     }
 
+    /// The target session's current page (looked up once per step).
+    fn target_page(&mut self) -> Option<Arc<str>> {
+        if let Some(p) = &self.page {
+            return p.clone();
+        }
+        let p = self
+            .target_session()
+            .and_then(|s| s.core.lock().page.as_deref().map(Arc::from));
+        self.page = Some(p.clone());
+        p
+    }
+
     fn in_audience(&self, st: &UserState, c: &Campaign, page: Option<&str>) -> bool {
         match &c.audience {
             Audience::Everyone => true,
@@ -449,7 +460,7 @@ impl<'a> Ctx<'a> {
         // One rule set holds one `Arc` per campaign.
         cands.dedup_by(|a, b| Arc::ptr_eq(&a.0, &b.0));
         let target = self.target_session();
-        let page = target.as_ref().and_then(|s| s.core.lock().page.clone());
+        let page = self.target_page();
         let mut winner: Option<String> = None;
         for (c, cause) in cands {
             let cause = Some(&*cause);

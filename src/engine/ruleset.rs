@@ -3,7 +3,7 @@
 //! of an event does not grow with unrelated campaigns. Rebuilt on each definition change
 //! and swapped atomically.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 use std::sync::Arc;
 
 use super::definitions::{Campaign, Segment, Status, Trigger};
@@ -28,6 +28,18 @@ pub enum Change {
     All,
 }
 
+/// The rule set's maps: keyed by operator-defined ids and event names, looked up a few
+/// times per event, so a fast hash (foldhash) rather than SipHash.
+pub type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+
+/// The active campaigns an event name triggers, in decision order.
+pub struct Listeners {
+    /// The decision cause they record (`event:NAME`), shared by every step.
+    pub cause: Arc<str>,
+    /// Highest priority first, then by id.
+    pub campaigns: Vec<Arc<Campaign>>,
+}
+
 /// Indexed definitions.
 #[derive(Default)]
 pub struct Ruleset {
@@ -36,7 +48,7 @@ pub struct Ruleset {
     /// Campaigns by id (all statuses).
     pub campaigns: HashMap<String, Arc<Campaign>>,
     /// Active campaigns with event or goal-count triggers, by event name.
-    pub by_event: HashMap<String, Vec<Arc<Campaign>>>,
+    pub by_event: HashMap<String, Listeners>,
     /// Active segment-entry campaigns by segment.
     pub by_segment: HashMap<String, Vec<Arc<Campaign>>>,
     /// Active goal-condition campaigns.
@@ -58,7 +70,7 @@ impl Ruleset {
     /// Builds the indexes.
     pub fn build(segments: Vec<Arc<Segment>>, campaigns: Vec<Arc<Campaign>>) -> Ruleset {
         let mut r = Ruleset::default();
-        let mut filter_keys = std::collections::HashSet::new();
+        let mut filter_keys = foldhash::HashSet::default();
         let mut add_filters = |r: &mut Ruleset, deps: &super::condition::Deps| {
             for (key, event, pred) in &deps.filters {
                 if filter_keys.insert(key.clone()) {
@@ -119,9 +131,15 @@ impl Ruleset {
                 continue;
             }
             match &c.trigger {
-                Trigger::Event { event, .. } | Trigger::GoalCount { event, .. } => {
-                    r.by_event.entry(event.clone()).or_default().push(c.clone())
-                }
+                Trigger::Event { event, .. } | Trigger::GoalCount { event, .. } => r
+                    .by_event
+                    .entry(event.clone())
+                    .or_insert_with(|| Listeners {
+                        cause: Arc::from(format!("event:{event}")),
+                        campaigns: Vec::new(),
+                    })
+                    .campaigns
+                    .push(c.clone()),
                 Trigger::SegmentEntry { segment } => r
                     .by_segment
                     .entry(segment.clone())
@@ -138,7 +156,8 @@ impl Ruleset {
         let order = |a: &Arc<Campaign>, b: &Arc<Campaign>| {
             b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id))
         };
-        for list in r.by_event.values_mut().chain(r.by_segment.values_mut()) {
+        let event_lists = r.by_event.values_mut().map(|l| &mut l.campaigns);
+        for list in event_lists.chain(r.by_segment.values_mut()) {
             list.sort_by(order);
         }
         r.goal_conds.sort_by(order);
@@ -235,7 +254,11 @@ mod tests {
                 campaign("c", 0),
             ],
         );
-        let ids: Vec<&str> = r.by_event["e"].iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<&str> = r.by_event["e"]
+            .campaigns
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
         assert_eq!(ids, ["z", "a", "b", "c"]);
     }
 }
