@@ -19,7 +19,7 @@ use crate::gateway::registry::{deliver, DeliveryInput, Registry};
 use crate::metrics::Metrics;
 use crate::profile::{Mutation, ProfileConfig, Profiles};
 use crate::protocol::ValueLimits;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError, WriteOp};
 
 /// Everything a request or session handler needs, shared by reference count.
@@ -172,8 +172,12 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(
             &cfg.data_dir,
-            cfg.store.fsync,
-            std::time::Duration::from_micros(cfg.store.commit_linger_us),
+            SqliteOptions {
+                fsync: cfg.store.fsync,
+                linger: std::time::Duration::from_micros(cfg.store.commit_linger_us),
+                wal_limit_bytes: cfg.store.wal_limit_mb << 20,
+                ..Default::default()
+            },
             metrics.clone(),
         )
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,

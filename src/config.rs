@@ -208,6 +208,9 @@ pub struct StoreConfig {
     /// commit, in microseconds (0: never). Only when the writer is busy (a write arrives
     /// while or just after the previous commit runs); an idle gateway commits at once.
     pub commit_linger_us: u64,
+    /// Most the write-ahead log may hold before a checkpoint starts it over, MiB (the
+    /// WAL file is kept near this size; see docs/operations.md).
+    pub wal_limit_mb: u64,
     /// Raw event history retained per user, days (aggregates keep day buckets as long).
     pub history_days: u32,
     /// Raw events retained per user (oldest dropped first).
@@ -224,6 +227,7 @@ impl Default for StoreConfig {
         StoreConfig {
             fsync: true,
             commit_linger_us: 500,
+            wal_limit_mb: 256,
             history_days: 90,
             history_max_events: 10_000,
             dedup_ttl: Duration::from_secs(7 * 86_400),
@@ -315,6 +319,9 @@ impl Config {
                 self.log.format
             ));
         }
+        if self.store.wal_limit_mb == 0 {
+            return Err("store.wal_limit_mb must be at least 1".into());
+        }
         let l = &self.limits;
         if l.max_frame_bytes < 1024 {
             return Err("limits.max_frame_bytes must be at least 1024".into());
@@ -386,5 +393,15 @@ mod tests {
         };
         dev.apply_dev_defaults();
         assert!(dev.validate().is_ok());
+    }
+
+    #[test]
+    fn the_wal_limit_is_read_and_checked() {
+        let mut c = Config::from_toml("dev = true\n[store]\nwal_limit_mb = 32\n").unwrap();
+        c.apply_dev_defaults();
+        assert_eq!(c.store.wal_limit_mb, 32);
+        assert!(c.validate().is_ok());
+        c.store.wal_limit_mb = 0;
+        assert!(c.validate().unwrap_err().contains("wal_limit_mb"));
     }
 }

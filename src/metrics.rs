@@ -54,6 +54,8 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Writes per group commit.
     pub store_commit_ops: Histogram,
+    /// RESTART checkpoints (the WAL over its limit): how long each held the writer.
+    pub store_wal_restart_seconds: Histogram,
     /// Failed store writes.
     pub store_errors: Counter,
     /// Errors from accept() (e.g. out of file descriptors).
@@ -100,6 +102,7 @@ impl Metrics {
             ack_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_commit_ops: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            store_wal_restart_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_errors: Counter::default(),
             accept_errors: Counter::default(),
             connections_refused: Counter::default(),
@@ -147,6 +150,11 @@ impl Metrics {
             "store_commit_ops",
             "Writes per group commit",
             m.store_commit_ops.clone(),
+        );
+        registry.register(
+            "store_wal_restart_seconds",
+            "WAL over its limit: time each RESTART checkpoint held the store writer",
+            m.store_wal_restart_seconds.clone(),
         );
         registry.register(
             "store_errors",
