@@ -297,8 +297,17 @@ describe.skipIf(!enabled)('bundle in Chromium against a real gateway', () => {
     expect(u.engagement[c]).toMatchObject({ delivered: 3, impression: 3, click: 1, dismiss: 2 });
     const clicks = (await page.evaluate(() => (window as any).__sent)).filter((f: any) => f.type === 'engage' && f.action === 'click');
     expect(clicks.map((f: any) => f.button)).toEqual(['primary']);
-    // The button id is what the server counted.
-    const stats = await (await api('GET', `/v1/campaigns/${c}/stats`)).json();
+    // The button id is what the server counted. The user's state above is in memory as
+    // soon as the engagement is applied; the stats are read from the store, which has it
+    // once the commit (still running when the user showed it) is done.
+    const stats = await waitFor(
+      async () => {
+        const s = await (await api('GET', `/v1/campaigns/${c}/stats`)).json();
+        return s.variants[0]?.dismissals === 2 ? s : undefined;
+      },
+      5000,
+      'the engagement in the stats',
+    );
     expect(stats.variants[0]).toMatchObject({ clicks: 1, clicks_by_button: { primary: 1 }, dismissals: 2, impressions: 3 });
     await page.close();
   });
