@@ -149,17 +149,7 @@ impl SqliteStore {
         // than cut and extended (and its new blocks zeroed) every time.
         conn.pragma_update(None, "journal_size_limit", 2 * wal_limit_bytes as i64)
             .map_err(err)?;
-        // The writer waits for readers only (a RESTART checkpoint), which finish within
-        // a millisecond: poll finely rather than with SQLite's 1, 2, 5, 10… ms sleeps.
-        conn.busy_handler(Some(|n| {
-            std::thread::sleep(std::time::Duration::from_micros(if n < 20 {
-                50
-            } else {
-                500
-            }));
-            n < 10_000
-        }))
-        .map_err(err)?;
+        conn.busy_handler(Some(writer_busy)).map_err(err)?;
         let restart = Arc::new(AtomicBool::new(false));
         let checkpointer = start_checkpointer(
             &path,
@@ -176,13 +166,7 @@ impl SqliteStore {
             let mut last_end = None;
             while let Some(first) = rx.blocking_recv() {
                 if restart.swap(false, Ordering::Relaxed) {
-                    let started = Instant::now();
-                    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                        Ok(()) => metrics
-                            .store_wal_restart_seconds
-                            .observe(started.elapsed().as_secs_f64()),
-                        Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
-                    }
+                    restart_wal(&conn, &metrics);
                 }
                 // Under load (this write arrived while the last commit ran, or just after)
                 // wait a moment so that more writes share the commit: a commit's cost is
@@ -250,6 +234,44 @@ impl SqliteStore {
             .map_err(|_| StoreError("store is closed".into()))?;
         rx.await
             .map_err(|_| StoreError("store reader stopped".into()))?
+    }
+}
+
+/// The writer's busy handler. Nothing else writes, so the writer waits only for readers
+/// (in a RESTART checkpoint), which finish within a millisecond: poll finely rather than
+/// with SQLite's 1, 2, 5, 10… ms sleeps; give up after ~5 s.
+fn writer_busy(n: i32) -> bool {
+    let us = if n < 20 { 50 } else { 500 };
+    std::thread::sleep(std::time::Duration::from_micros(us));
+    n < 10_000
+}
+
+/// The writer's busy handler during a RESTART checkpoint: a reader holding an old
+/// snapshot (a long stats query) must not hold up every write, so give up after ~2 ms;
+/// the WAL is then started over at a later checkpoint.
+fn restart_busy(n: i32) -> bool {
+    std::thread::sleep(std::time::Duration::from_micros(50));
+    n < 40
+}
+
+/// Starts the WAL over (see `start_checkpointer`), from the writer between two commits.
+fn restart_wal(conn: &Connection, metrics: &Metrics) {
+    let started = Instant::now();
+    let _ = conn.busy_handler(Some(restart_busy));
+    let r = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+    let _ = conn.busy_handler(Some(writer_busy));
+    match r {
+        Ok(0) => metrics
+            .store_wal_restart_seconds
+            .observe(started.elapsed().as_secs_f64()),
+        // Readers (or the checkpointer) were busy: the next checkpoint asks again.
+        Ok(_) => tracing::debug!("WAL restart deferred: readers busy"),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            tracing::debug!("WAL restart deferred: checkpoint busy")
+        }
+        Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
     }
 }
 
@@ -1099,16 +1121,24 @@ mod tests {
         assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
     }
 
-    /// Under writes that never pause, a PASSIVE checkpoint never empties the WAL: without
-    /// the writer's RESTART it grows by every byte written (here ~68 MB). With it, the WAL
-    /// is started over each time a checkpoint finds it past the limit; it grows past the
-    /// limit only by what this tight loop (no fsync) appends in between (~1.4 MB here).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_wal_stays_near_its_limit_under_steady_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let limit: u64 = 256 << 10;
-        let s = SqliteStore::open(
-            dir.path(),
+    /// 20 events of ~1 KB for users spread over 5,000: ~100 KB of WAL per commit.
+    fn padded_events(round: u64) -> Vec<WriteOp> {
+        let props = format!("{{\"pad\":\"{}\"}}", "x".repeat(1000));
+        (0..20u64)
+            .map(|i| WriteOp::Event {
+                user: format!("u{}", (round * 7919 + i * 104_729) % 5_000),
+                seq: round * 20 + i + 1,
+                at: round as i64,
+                name: "e".into(),
+                properties: props.clone(),
+                id: None,
+            })
+            .collect()
+    }
+
+    fn small_wal_store(dir: &Path, limit: u64) -> SqliteStore {
+        SqliteStore::open(
+            dir,
             SqliteOptions {
                 fsync: false,
                 wal_limit_bytes: limit,
@@ -1117,22 +1147,22 @@ mod tests {
             },
             Arc::new(Metrics::new()),
         )
-        .unwrap();
-        let props = format!("{{\"pad\":\"{}\"}}", "x".repeat(1000));
+        .unwrap()
+    }
+
+    /// Under writes that never pause, a PASSIVE checkpoint never empties the WAL: without
+    /// the writer's RESTART it grows by every byte written (here ~68 MB). With it, the WAL
+    /// is started over each time a checkpoint finds it past the limit; it grows past the
+    /// limit only by what this tight loop (no fsync) appends in between (~1.4 MB here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_near_its_limit_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit: u64 = 256 << 10;
+        let s = small_wal_store(dir.path(), limit);
         let wal = dir.path().join("beckon.sqlite3-wal");
         let mut largest = 0;
         for round in 0..600u64 {
-            let ops = (0..20u64)
-                .map(|i| WriteOp::Event {
-                    user: format!("u{}", (round * 7919 + i * 104_729) % 5_000),
-                    seq: round * 20 + i + 1,
-                    at: round as i64,
-                    name: "e".into(),
-                    properties: props.clone(),
-                    id: None,
-                })
-                .collect();
-            s.submit(ops).wait().await.unwrap();
+            s.submit(padded_events(round)).wait().await.unwrap();
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
         assert!(
@@ -1148,5 +1178,50 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 600 * 20);
+    }
+
+    /// A reader holding an old snapshot keeps the WAL from being started over; the
+    /// writer's RESTART then gives up within milliseconds instead of holding every write
+    /// back until the reader is done (with a 5 s busy wait: commits stalled ~5 s). Once
+    /// the reader is gone the WAL is started over again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_reader_does_not_stall_writes_when_the_wal_is_due_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit: u64 = 256 << 10;
+        let s = small_wal_store(dir.path(), limit);
+        for round in 0..20 {
+            s.submit(padded_events(round)).wait().await.unwrap();
+        }
+        let reader = Connection::open(dir.path().join("beckon.sqlite3")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        let held = Instant::now();
+        let mut slowest = std::time::Duration::ZERO;
+        let mut round = 20;
+        while held.elapsed() < std::time::Duration::from_millis(800) {
+            let t = Instant::now();
+            s.submit(padded_events(round)).wait().await.unwrap();
+            slowest = slowest.max(t.elapsed());
+            round += 1;
+        }
+        reader.execute_batch("COMMIT").unwrap();
+        assert!(
+            slowest < std::time::Duration::from_millis(400),
+            "a commit waited {slowest:?} behind the reader"
+        );
+        // Free again: the WAL is started over and its file cut back.
+        let wal = dir.path().join("beckon.sqlite3-wal");
+        let mut size = u64::MAX;
+        for _ in 0..200 {
+            s.submit(padded_events(round)).wait().await.unwrap();
+            round += 1;
+            size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            if size <= 16 * limit {
+                break;
+            }
+        }
+        assert!(size <= 16 * limit, "the WAL stayed at {size} bytes");
     }
 }
