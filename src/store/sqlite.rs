@@ -281,18 +281,19 @@ const CATCH_UP_FRAMES: i64 = 256;
 /// A thread that checkpoints the WAL. With SQLite's automatic checkpoints a commit now and
 /// then paid for copying the whole WAL and an fsync of the database (the p99 of every
 /// write waiting behind it); here the writer only ever appends to the WAL, and every
-/// `every` (250 ms) a PASSIVE checkpoint (which never blocks the writer or readers) copies what
-/// was appended back into the database.
+/// `every` (250 ms) a PASSIVE checkpoint (which never blocks the writer or readers)
+/// copies what was appended back into the database, then fsyncs the database if it did.
 ///
 /// Under steady load a PASSIVE checkpoint never catches up with the writer, and SQLite
 /// starts the WAL over only once it has been copied entirely: the WAL would grow without
 /// bound (~50 MB/s at 5,000 events/s), and every append past its end costs the kernel a
 /// zeroed block. So once the WAL holds more than `wal_limit_bytes`, the checkpointer
 /// raises `restart`, and the writer, between two commits, runs a RESTART checkpoint on
-/// its own connection: it only has to copy what was appended during the PASSIVE run,
-/// and the next commit writes from the start of the WAL again (`journal_size_limit`
-/// keeps the file near that size). Run by the writer itself, it never waits for the
-/// write lock, nor does the writer sleep in SQLite's busy handler behind it.
+/// its own connection: it only has to copy (and fsync) what was appended during the last
+/// PASSIVE run, and the next commit writes from the start of the WAL again
+/// (`journal_size_limit`, twice the limit, cuts back a file that overshot). Run by the
+/// writer itself, it never waits for the write lock, nor does the writer sleep in
+/// SQLite's busy handler behind it.
 /// Stops when the returned sender is dropped.
 fn start_checkpointer(
     path: &Path,
@@ -320,7 +321,9 @@ fn start_checkpointer(
         .name("beckon-checkpoint".into())
         .spawn(move || {
             use std::sync::mpsc::RecvTimeoutError::Timeout;
-            let passive = || {
+            // Frames copied into the database so far (SQLite's count for the current WAL).
+            let mut copied = 0;
+            let mut passive = || {
                 let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                     Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                 });
@@ -329,9 +332,13 @@ fn start_checkpointer(
                 // copied pages would pile up unsynced until the writer's RESTART had to
                 // fsync them all (tens of ms with every write waiting). Synced here, off
                 // the writer's path, the RESTART has only its own few pages left.
-                if let (Ok(_), Some(db)) = (&r, &db) {
-                    if let Err(e) = db.sync_data() {
-                        tracing::warn!(error = %e, "database fsync after a checkpoint failed");
+                // An idle gateway's checkpoints copy nothing: no fsync then.
+                if let (Ok((_, done)), Some(db)) = (&r, &db) {
+                    if *done != copied {
+                        copied = *done;
+                        if let Err(e) = db.sync_data() {
+                            tracing::warn!(error = %e, "database fsync after a checkpoint failed");
+                        }
                     }
                 }
                 r
