@@ -558,7 +558,7 @@ impl<'a> Ctx<'a> {
         cause: Option<&str>,
         ops: &mut Vec<WriteOp>,
     ) {
-        let delivery = crate::ids::delivery_id();
+        let delivery = crate::ids::delivery_id(self.now);
         let expires_at = self.now + c.expires_after;
         self.dirty = true;
         ops.push(analytics::count(

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS stats (campaign TEXT NOT NULL, variant TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS stat_users (campaign TEXT NOT NULL, variant TEXT NOT NULL, hour INTEGER NOT NULL, metric TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (campaign, hour, variant, metric, user)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS decisions (user TEXT NOT NULL, at INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS decisions_user ON decisions (user);
-CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
+DROP INDEX IF EXISTS decisions_at;
 CREATE TABLE IF NOT EXISTS definitions (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 ";
 
@@ -611,8 +611,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
                 params![*history_max_events as i64],
             )?;
             tx.execute("DELETE FROM dedup WHERE at < ?1", params![dedup_before])?;
+            // Decisions are appended at the engine's clock, so rowid order is time order:
+            // the old ones are a rowid prefix, found by walking from the oldest up to the
+            // first one kept. No index on `at`, which every delivery would write a page of.
             tx.execute(
-                "DELETE FROM decisions WHERE at < ?1",
+                "DELETE FROM decisions WHERE rowid < coalesce(
+                   (SELECT rowid FROM decisions WHERE at >= ?1 ORDER BY rowid LIMIT 1),
+                   (SELECT max(rowid) + 1 FROM decisions))",
                 params![history_before],
             )?;
             tx.execute(
@@ -1145,6 +1150,63 @@ mod tests {
         .unwrap();
         let ev = s.events("u", 0, 0).await.unwrap();
         assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+    }
+
+    #[tokio::test]
+    async fn prune_drops_the_decisions_older_than_the_history_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let decision = |user: &str, at| WriteOp::Decision {
+            user: user.into(),
+            at,
+            data: format!("{at}"),
+        };
+        let prune = |before| WriteOp::Prune {
+            history_before: before,
+            history_max_events: 1000,
+            dedup_before: 0,
+            sessions_before: 0,
+        };
+        let kept = |user: &'static str| {
+            let s = &s;
+            async move {
+                s.load_user(user)
+                    .await
+                    .unwrap()
+                    .map_or_else(Vec::new, |u| u.decisions)
+            }
+        };
+        s.submit(vec![
+            WriteOp::Attributes {
+                user: "u".into(),
+                attributes: "{}".into(),
+                at: 0,
+            },
+            WriteOp::Attributes {
+                user: "v".into(),
+                attributes: "{}".into(),
+                at: 0,
+            },
+            decision("u", 10),
+            decision("v", 15),
+            decision("u", 20),
+            decision("u", 30),
+            decision("v", 35),
+        ])
+        .wait()
+        .await
+        .unwrap();
+        // None older: nothing goes.
+        s.submit(vec![prune(5)]).wait().await.unwrap();
+        assert_eq!(kept("u").await, vec!["10", "20", "30"]);
+        s.submit(vec![prune(25)]).wait().await.unwrap();
+        assert_eq!(kept("u").await, vec!["30"]);
+        assert_eq!(kept("v").await, vec!["35"]);
+        // All older: all go.
+        s.submit(vec![prune(100)]).wait().await.unwrap();
+        assert!(kept("u").await.is_empty() && kept("v").await.is_empty());
+        // And on an empty table nothing fails.
+        s.submit(vec![prune(100)]).wait().await.unwrap();
     }
 
     /// 20 events of ~1 KB for users spread over 5,000: ~100 KB of WAL per commit.
