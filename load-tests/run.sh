@@ -2,12 +2,14 @@
 # Runs one load-test scenario against the echo floor and the Beckon gateway, one after
 # the other on this machine, with the same generator and load, and prints the comparison.
 #
-#   load-tests/run.sh SCENARIO [--quick] [--no-fsync] [--only floor|gateway]
+#   load-tests/run.sh SCENARIO [--quick] [--no-fsync] [--durable-floor] [--only floor|gateway]
 #
 # SCENARIO is a file name in load-tests/scenarios/ without .env: connect-idle,
 # steady-events, handshake-rate, reconnect-storm. --quick uses the scenario's small
 # sizes (a smoke: does the harness work). --no-fsync runs the gateway with
-# scenarios/no-fsync.toml. Results: load-tests/results/<stamp>-<scenario>[-quick]/
+# scenarios/no-fsync.toml. --durable-floor runs the floor with --durable: each event is
+# made durable (appended, group commit with fdatasync) before its ok, the least a gateway
+# that acknowledges only durable events must do. Results: load-tests/results/<stamp>-<scenario>[-quick]/
 # {floor,gateway}.json and compare.md; the comparison is also appended to
 # load-tests/results/history.md.
 #
@@ -18,16 +20,17 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 scenario="$1"; shift
-quick=0; fsync_cfg=""; only=""
+quick=0; fsync_cfg=""; only=""; durable_floor=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --no-fsync) fsync_cfg="$here/scenarios/no-fsync.toml" ;;
     --only) only="$2"; shift ;;
+    --durable-floor) durable_floor=1 ;;
     -h|--help) usage ;;
     *) echo "unknown option $1" >&2; usage ;;
   esac
@@ -56,6 +59,7 @@ port="${BECKON_LT_PORT:-$((20000 + RANDOM % 10000))}"
 fport=$((port + 1))
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 suffix=""; [ "$quick" = 1 ] && suffix="-quick"; [ -n "$fsync_cfg" ] && suffix="$suffix-nofsync"
+[ "$durable_floor" = 1 ] && suffix="$suffix-durablefloor"
 out="$here/results/$stamp-$scenario$suffix"
 mkdir -p "$out"
 data_dir="$(mktemp -d /tmp/beckon-lt-data.XXXXXX)"
@@ -116,16 +120,20 @@ floor_ok=1; gw_ok=1
 
 if [ "$only" != gateway ]; then
   wait_timewait
-  echo "== floor: beckon-echo-floor on 127.0.0.1:$fport"
-  echo "$bin/beckon-echo-floor --listen 127.0.0.1:$fport ${FLOOR_ARGS:-}" >> "$cmdlog"
+  floor_args="${FLOOR_ARGS:-}"
+  # The durable floor's ring file sits beside the gateway's data (the same file system).
+  [ "$durable_floor" = 1 ] && floor_args="$floor_args --durable $data_dir/floor-ring.log"
+  echo "== floor: beckon-echo-floor on 127.0.0.1:$fport${floor_args:+ ($floor_args)}"
+  echo "$bin/beckon-echo-floor --listen 127.0.0.1:$fport $floor_args" >> "$cmdlog"
   # shellcheck disable=SC2086
-  "$bin/beckon-echo-floor" --listen "127.0.0.1:$fport" ${FLOOR_ARGS:-} 2> "$out/floor.log" &
+  "$bin/beckon-echo-floor" --listen "127.0.0.1:$fport" $floor_args 2> "$out/floor.log" &
   server_pid=$!
   wait_port "$fport"
   strict=""; [ "$quick" = 1 ] && strict="--strict"
   echo "beckon-loadgen run --scenario $SCENARIO --mode echo --url ws://127.0.0.1:$fport/v1/ws --sessions $SESSIONS --procs $PROCS --sources $SOURCES --pid <floor> $ARGS $strict" >> "$cmdlog"
   loadgen echo "ws://127.0.0.1:$fport/v1/ws" "$out/floor.json" $strict 2>&1 | tee "$out/floor.txt" || floor_ok=0
   stop_server
+  rm -f "$data_dir/floor-ring.log"
 fi
 
 if [ "$only" != floor ]; then

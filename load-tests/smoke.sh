@@ -15,6 +15,9 @@ for s in connect-idle handshake-rate steady-events trigger-heavy reconnect-storm
   echo "=== smoke: $s"
   BECKON_LT_NO_BUILD=1 "$here/run.sh" "$s" --quick || failed+=("$s")
 done
+echo "=== smoke: trigger-heavy, the durable floor"
+BECKON_LT_NO_BUILD=1 "$here/run.sh" trigger-heavy --quick --durable-floor --only floor ||
+  failed+=("trigger-heavy --durable-floor")
 end=$(date +%s)
 echo "smoke: build $((built - start)) s, scenarios $((end - built)) s"
 if [ ${#failed[@]} -gt 0 ]; then

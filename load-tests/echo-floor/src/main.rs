@@ -8,6 +8,15 @@
 //! event→message latency has a floor too. It stores nothing, verifies a JWT only when
 //! given a secret, and pings every `--heartbeat-ms` like the gateway.
 //!
+//! With `--durable FILE`, it is the floor of a *durable* gateway: each event (and the
+//! `message` it triggers) is appended to FILE by one writer thread, which writes
+//! everything queued in one `write` and one `fdatasync` (group commit, no linger), and
+//! the `ok` and the `message` go out only after that. The file is written full of zeros
+//! first and then overwritten in a ring, so a sync never has to grow the file (as a
+//! SQLite WAL within its size limit). That is the least a gateway that acknowledges
+//! only what is durable must do per event: what is left between it and Beckon is
+//! Beckon's own cost, not the contract's.
+//!
 //! With `--publish`, an HTTP `PUT` on the same port (what the load generator sends to
 //! publish a campaign) makes every live session send one `message` frame: the floor of
 //! the campaign-publish scenario's fan-out. Without it the sessions carry nothing extra
@@ -52,6 +61,71 @@ struct Args {
     /// Answer HTTP requests on the same port; a `PUT` sends every live session a message.
     #[arg(long)]
     publish: bool,
+    /// Make each event durable in this file (group commit with fdatasync) before its `ok`.
+    #[arg(long)]
+    durable: Option<std::path::PathBuf>,
+    /// With `--durable`: the ring file's size in MiB.
+    #[arg(long, default_value_t = 256)]
+    durable_mb: u64,
+}
+
+/// One append: the bytes, and who waits for them to be durable.
+type Append = (String, tokio::sync::oneshot::Sender<()>);
+
+/// The durable floor's log: one writer thread, group commit.
+struct Log(std::sync::mpsc::Sender<Append>);
+
+impl Log {
+    fn open(path: &std::path::Path, size_mb: u64) -> std::io::Result<Log> {
+        use std::io::Write;
+        let size = size_mb.max(1) * 1024 * 1024;
+        let mut file = std::fs::File::create(path)?;
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..size / zeros.len() as u64 {
+            file.write_all(&zeros)?;
+        }
+        file.sync_all()?;
+        let (tx, rx) = std::sync::mpsc::channel::<Append>();
+        std::thread::Builder::new()
+            .name("floor-log".into())
+            .spawn(move || {
+                use std::os::unix::fs::FileExt;
+                let mut at = 0u64;
+                let mut buf = Vec::new();
+                let mut waiting = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some((bytes, done)) = next {
+                        buf.extend_from_slice(bytes.as_bytes());
+                        buf.push(b'\n');
+                        waiting.push(done);
+                        next = rx.try_recv().ok();
+                    }
+                    if at + buf.len() as u64 > size {
+                        at = 0;
+                    }
+                    let res = file.write_all_at(&buf, at).and_then(|_| file.sync_data());
+                    if let Err(e) = res {
+                        eprintln!("durable log: {e}");
+                        std::process::exit(1);
+                    }
+                    at += buf.len() as u64;
+                    buf.clear();
+                    for done in waiting.drain(..) {
+                        let _ = done.send(());
+                    }
+                }
+            })?;
+        Ok(Log(tx))
+    }
+
+    /// Resolves once `record` is durable.
+    async fn append(&self, record: String) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.0.send((record, done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,6 +157,8 @@ struct Shared {
     key: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
     next_session: AtomicU64,
     next_delivery: AtomicU64,
+    /// `--durable`: the log every event is appended to before its `ok`.
+    log: Option<Log>,
     /// Bumped by each HTTP `PUT` (with `--publish`).
     published: tokio::sync::watch::Sender<u64>,
 }
@@ -138,7 +214,16 @@ async fn serve(args: Args) -> std::io::Result<()> {
     // An explicit backlog of 1024 (the gateway currently listens with 128: see RESULTS.md).
     let listener: TcpListener = socket.listen(1024)?;
     eprintln!("echo-floor listening on {}", args.listen);
+    let log = match &args.durable {
+        Some(path) => {
+            let log = Log::open(path, args.durable_mb)?;
+            eprintln!("durable: appending events to {}", path.display());
+            Some(log)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        log,
         args,
         key,
         next_session: AtomicU64::new(1),
@@ -299,10 +384,22 @@ async fn session<P: Publishes>(shared: Arc<Shared>, stream: TcpStream, mut publi
                 let Ok(f) = serde_json::from_str::<Frame>(&text) else { continue };
                 let Some(id) = f.id else { continue };
                 let ok = format!("{{\"type\":\"ok\",\"ids\":[{}]}}", serde_json::Value::String(id));
-                if ws.feed(Message::Text(ok.into())).await.is_err() { return; }
-                if f.kind == "track" && f.event.as_deref() == Some(shared.args.trigger_event.as_str()) {
+                let message = (f.kind == "track"
+                    && f.event.as_deref() == Some(shared.args.trigger_event.as_str()))
+                .then(|| {
                     seq += 1;
-                    let m = message_frame(&shared, seq);
+                    message_frame(&shared, seq)
+                });
+                if let Some(log) = &shared.log {
+                    // The event and the delivery it triggers, in one durable append.
+                    let record = match &message {
+                        Some(m) => format!("{text}\n{m}"),
+                        None => text.to_string(),
+                    };
+                    log.append(record).await;
+                }
+                if ws.feed(Message::Text(ok.into())).await.is_err() { return; }
+                if let Some(m) = message {
                     if ws.feed(Message::Text(m.into())).await.is_err() { return; }
                 }
                 if ws.flush().await.is_err() { return; }
