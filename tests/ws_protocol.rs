@@ -611,6 +611,48 @@ async fn drain_closes_sessions_with_1001_and_resume_works_after_restart() {
 }
 
 #[tokio::test]
+async fn seqs_keep_rising_after_a_restart_when_everything_was_acked() {
+    let mut srv = start().await;
+    let (mut ws, welcome) = srv.hello("u_seq").await;
+    let session = welcome["session"].as_str().unwrap().to_string();
+    for d in ["d_one", "d_two"] {
+        srv.app()
+            .deliver_to_user("u_seq", delivery(d))
+            .await
+            .unwrap();
+    }
+    assert_eq!(recv(&mut ws).await["seq"], 1);
+    assert_eq!(recv(&mut ws).await["seq"], 2);
+    send(&mut ws, json!({"type":"ack","seq":2})).await;
+    // The ack's write is ordered before this event's, whose ok means both are durable.
+    send(&mut ws, json!({"type":"track","id":"t1","event":"x"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    let stop = srv.stop();
+    let (code, ()) = tokio::join!(expect_close(&mut ws), stop);
+    assert_eq!(code, Some(1001));
+
+    // The store kept no seq for the acked deliveries (an ack only deletes outbox
+    // rows): the resuming client's last_seq carries it, so nothing is resent and the
+    // next delivery is seq 3, not a seq the client already has.
+    let cfg = base_config(srv.dir.path());
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    let srv2 = start_in(dir, cfg).await;
+    let (mut ws, w) = srv2
+        .hello_frame(json!({"type":"hello","token":srv2.token("u_seq", 60),"resume":{"session":session,"last_seq":2}}))
+        .await;
+    assert_eq!(w["resumed"], true);
+    srv2.app()
+        .deliver_to_user("u_seq", delivery("d_three"))
+        .await
+        .unwrap();
+    let next = recv(&mut ws).await;
+    assert_eq!(
+        (next["seq"].as_u64(), next["delivery"].as_str()),
+        (Some(3), Some("d_three"))
+    );
+}
+
+#[tokio::test]
 async fn max_connections_refuses_cleanly_with_503() {
     let srv = start_with(|c| c.limits.max_connections = 2).await;
     let (_a, _) = srv.hello("u_c1").await;

@@ -118,8 +118,11 @@ impl Session {
         }
     }
 
-    /// Rebuilds a session persisted by an earlier process.
-    pub fn from_record(rec: SessionRecord) -> Self {
+    /// Rebuilds a session persisted by an earlier process, resumed by a client that has
+    /// every delivery up to `last_seq`. The store does not keep the seqs the client acked
+    /// (an ack deletes outbox rows and writes nothing else), so the client's `last_seq`
+    /// raises the session's: a new delivery never reuses a seq the client has seen.
+    pub fn from_record(rec: SessionRecord, last_seq: u64) -> Self {
         let s = Session::new(
             Arc::from(rec.id.as_str()),
             Arc::from(rec.user.as_str()),
@@ -127,9 +130,7 @@ impl Session {
         );
         {
             let mut core = s.core.lock();
-            core.seq = rec.seq.max(rec.acked);
-            core.acked = rec.acked;
-            core.sent = rec.acked;
+            core.seq = rec.seq.max(last_seq);
             core.outbox = rec
                 .outbox
                 .into_iter()

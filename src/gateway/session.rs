@@ -215,7 +215,7 @@ where
                 Ok(Some(rec))
                     if rec.updated_at + app.cfg.session.resume_ttl.as_millis() as i64 >= now =>
                 {
-                    let s = Arc::new(Session::from_record(rec));
+                    let s = Arc::new(Session::from_record(rec, r.last_seq));
                     app.registry.insert(s.clone());
                     Some(s)
                 }

@@ -74,10 +74,10 @@ pub struct SessionRecord {
     pub user: String,
     /// Start, epoch ms (kept across resumes).
     pub started_at: Millis,
-    /// Highest seq assigned.
+    /// Highest seq assigned as far as the store knows: at least every unacked
+    /// delivery's. Seqs the client acked are not kept (an ack only deletes outbox rows);
+    /// the resuming client reports them (`last_seq`).
     pub seq: u64,
-    /// Highest seq acknowledged by the client.
-    pub acked: u64,
     /// Last time the session was seen, epoch ms.
     pub updated_at: Millis,
     /// Unacknowledged deliveries, ascending by seq.

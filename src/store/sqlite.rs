@@ -511,17 +511,19 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
             )?
             .execute(params![id, user, started_at, updated_at])?;
         }
-        // The session's last seq is the highest of its stored seq, its acked seq and its
-        // outbox's seqs (see `load_session`): an outbox row raises it without a second
-        // write; an outbox row deleted unacked first moves its seq into the session row.
+        // The session's last seq is the highest of its stored seq and its outbox's seqs
+        // (see `load_session`), and on resume the client's `last_seq`: an outbox row
+        // raises it without a second write; an outbox row deleted unacked first moves its
+        // seq into the session row; an ack deletes rows the client has, whose seqs the
+        // resuming client reports.
         WriteOp::Outbox { session, entry } => {
             tx.prepare_cached("INSERT OR REPLACE INTO outbox (session, seq, delivery, frame) VALUES (?1, ?2, ?3, ?4)")?
                 .execute(params![session, entry.seq as i64, entry.delivery, entry.frame])?;
         }
+        // Only the outbox (a small table, its pages shared by every session's unacked
+        // rows): not the session row too, one random page per delivery (see above).
         WriteOp::Ack { session, upto } => {
             tx.prepare_cached("DELETE FROM outbox WHERE session = ?1 AND seq <= ?2")?
-                .execute(params![session, *upto as i64])?;
-            tx.prepare_cached("UPDATE sessions SET acked = max(acked, ?2) WHERE id = ?1")?
                 .execute(params![session, *upto as i64])?;
         }
         WriteOp::DeleteSession { id } => {
@@ -804,8 +806,8 @@ impl Store for SqliteStore {
                 id,
                 user,
                 started_at,
+                // `acked` was last written by versions that stored acks in the row.
                 seq: (seq as u64).max(acked as u64).max(last_outbox),
-                acked: acked as u64,
                 updated_at,
                 outbox,
             }))
@@ -1008,7 +1010,7 @@ mod tests {
         .await
         .unwrap();
         let rec = s.load_session("s1").await.unwrap().unwrap();
-        assert_eq!((rec.seq, rec.acked, rec.started_at), (3, 2, 10));
+        assert_eq!((rec.seq, rec.started_at), (3, 10));
         assert_eq!(rec.outbox, vec![entry(3)]);
         // The last seq outlives its outbox row: withdrawn unacked (revoked, expired)…
         s.submit(vec![
@@ -1025,7 +1027,7 @@ mod tests {
         .await
         .unwrap();
         let rec = s.load_session("s1").await.unwrap().unwrap();
-        assert_eq!((rec.seq, rec.acked), (4, 2));
+        assert_eq!(rec.seq, 4);
         assert_eq!(rec.outbox, vec![entry(3)]);
         // …or acked.
         s.submit(vec![WriteOp::Ack {
@@ -1036,7 +1038,25 @@ mod tests {
         .await
         .unwrap();
         let rec = s.load_session("s1").await.unwrap().unwrap();
-        assert_eq!((rec.seq, rec.acked), (4, 3));
+        assert_eq!(rec.seq, 4);
+        assert!(rec.outbox.is_empty());
+        // An ack writes nothing but the outbox: with every row acked, the store's seq
+        // is the last one it had to keep; the resuming client brings the rest.
+        s.submit(vec![
+            WriteOp::Outbox {
+                session: "s1".into(),
+                entry: entry(5),
+            },
+            WriteOp::Ack {
+                session: "s1".into(),
+                upto: 5,
+            },
+        ])
+        .wait()
+        .await
+        .unwrap();
+        let rec = s.load_session("s1").await.unwrap().unwrap();
+        assert_eq!(rec.seq, 4);
         assert!(rec.outbox.is_empty());
     }
 
