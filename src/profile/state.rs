@@ -270,7 +270,7 @@ impl UserState {
         self.filtered.clear();
         self.activity = (0.0, now);
         let filters = derive.filters.load();
-        for e in events {
+        for e in events.iter().filter(|e| !is_engagement(&e.name)) {
             self.activity = bump_activity(
                 self.activity,
                 e.at.min(now),
@@ -305,6 +305,12 @@ impl UserState {
     }
 
     /// Counts one engagement (`$engage:<campaign>:<did>` aggregate) and persists it.
+    ///
+    /// Stored as an event row of that name (no properties), which a reload replays into
+    /// the aggregate like any event after the snapshot, rather than by writing the whole
+    /// aggregates snapshot at once: the row's index entry lands beside the triggering
+    /// event's, on a page the commit writes anyway, where the snapshot was a page of its
+    /// own per delivery. Such rows are not user activity (see [`is_engagement`]).
     pub fn count(
         &mut self,
         user: &str,
@@ -313,10 +319,20 @@ impl UserState {
         cfg: &ProfileConfig,
         ops: &mut Vec<WriteOp>,
     ) {
-        let agg = self.aggregates.entry(name);
+        let agg = self.aggregates.entry(name.clone());
         record(agg, now, now, cfg.store.history_days);
-        // Not an event: nothing would replay it, so the snapshot is written now.
-        self.snapshot_aggregates(user, ops);
+        self.event_seq += 1;
+        ops.push(WriteOp::Event {
+            user: user.into(),
+            seq: self.event_seq,
+            at: now,
+            name,
+            properties: "{}".into(),
+            id: None,
+        });
+        if self.event_seq - self.aggregates_seq >= SNAPSHOT_EVERY {
+            self.snapshot_aggregates(user, ops);
+        }
         self.exists = true;
     }
 
@@ -516,6 +532,12 @@ impl Derivations {
     }
 }
 
+/// Whether a stored event row is an engagement count (see [`UserState::count`]) rather
+/// than something the user did.
+pub fn is_engagement(name: &str) -> bool {
+    name.starts_with("$engage:")
+}
+
 /// Counts one occurrence at `at` into an aggregate, keeping day buckets for the window.
 pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, history_days: u32) {
     if agg.count == 0 {
@@ -650,6 +672,60 @@ mod tests {
         let mut more = vec![];
         r.apply("u", &ev("e70", "x", None), now + 2000, &c, &mut more);
         assert!(matches!(more[0], WriteOp::Event { seq: 72, .. }));
+    }
+
+    #[test]
+    fn engagement_counts_are_event_rows_replayed_at_load_and_are_not_activity() {
+        let (c, now) = (cfg(), 100 * DAY_MS);
+        let mut s = UserState::default();
+        let mut ops = vec![];
+        s.apply("u", &ev("e1", "x", None), now, &c, &mut ops);
+        for i in 0..3 {
+            s.count("u", "$engage:c:delivered".into(), now + i, &c, &mut ops);
+        }
+        // No snapshot: one event row each, numbered after the user's events.
+        assert!(!ops.iter().any(|o| matches!(o, WriteOp::Aggregates { .. })));
+        let seqs: Vec<u64> = ops
+            .iter()
+            .filter_map(|o| match o {
+                WriteOp::Event { seq, name, .. } if name == "$engage:c:delivered" => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![2, 3, 4]);
+        let (rec, events) = stored(&ops);
+        let r = UserState::from_record(
+            Some(rec),
+            &events,
+            now + 1000,
+            &c.store,
+            &Derivations::default(),
+        );
+        assert_eq!(r.aggregates["$engage:c:delivered"].count, 3);
+        assert_eq!(r.aggregates["x"].count, 1);
+        // Activity comes from the one user event only.
+        let (rec, events) = stored(&ops[..1]);
+        let only_x = UserState::from_record(
+            Some(rec),
+            &events,
+            now + 1000,
+            &c.store,
+            &Derivations::default(),
+        );
+        assert!(only_x.activity.0 > 0.0);
+        assert_eq!(r.activity, only_x.activity);
+        // Counted past the snapshot interval, the snapshot is written as for events.
+        let mut s = UserState::default();
+        let mut ops = vec![];
+        for i in 0..SNAPSHOT_EVERY as i64 {
+            s.count("u", "$engage:c:click".into(), now + i, &c, &mut ops);
+        }
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, WriteOp::Aggregates { seq, .. } if *seq == SNAPSHOT_EVERY))
+                .count(),
+            1
+        );
     }
 
     #[test]
