@@ -282,6 +282,13 @@ impl CommitTicket {
         CommitTicket(rx)
     }
 
+    /// Waits for durability, blocking the thread (outside async code only).
+    pub fn wait_blocking(self) -> Result<(), StoreError> {
+        self.0
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(StoreError("store writer stopped".into())))
+    }
+
     /// Waits for durability.
     pub async fn wait(self) -> Result<(), StoreError> {
         self.0
