@@ -565,6 +565,28 @@ async fn slow_consumer_is_closed_4010_and_keeps_its_outbox() {
     assert_eq!(seqs, vec![1, 2, 3]);
 }
 
+/// Drains `srv` (its client sees 1001), starts a gateway on the same data directory and
+/// resumes `session` there from `last_seq`; the session must be found.
+async fn restart_and_resume(
+    srv: &mut TestServer,
+    ws: &mut Ws,
+    user: &str,
+    session: &str,
+    last_seq: u64,
+) -> (TestServer, Ws) {
+    let stop = srv.stop();
+    let (code, ()) = tokio::join!(expect_close(ws), stop);
+    assert_eq!(code, Some(1001));
+    let cfg = base_config(srv.dir.path());
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    let srv2 = start_in(dir, cfg).await;
+    let (ws, w) = srv2
+        .hello_frame(json!({"type":"hello","token":srv2.token(user, 60),"resume":{"session":session,"last_seq":last_seq}}))
+        .await;
+    assert_eq!(w["resumed"], true);
+    (srv2, ws)
+}
+
 #[tokio::test]
 async fn drain_closes_sessions_with_1001_and_resume_works_after_restart() {
     let mut srv = start().await;
@@ -581,17 +603,7 @@ async fn drain_closes_sessions_with_1001_and_resume_works_after_restart() {
     )
     .await;
     assert_eq!(recv(&mut ws).await["type"], "ok");
-    let stop = srv.stop();
-    let (code, ()) = tokio::join!(expect_close(&mut ws), stop);
-    assert_eq!(code, Some(1001));
-
-    let cfg = base_config(srv.dir.path());
-    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
-    let srv2 = start_in(dir, cfg).await;
-    let (mut ws, w) = srv2
-        .hello_frame(json!({"type":"hello","token":srv2.token("u_drain", 60),"resume":{"session":session,"last_seq":0}}))
-        .await;
-    assert_eq!(w["resumed"], true);
+    let (srv2, mut ws) = restart_and_resume(&mut srv, &mut ws, "u_drain", &session, 0).await;
     let again = recv(&mut ws).await;
     assert_eq!(
         (again["seq"].as_u64(), again["delivery"].as_str()),
@@ -627,20 +639,10 @@ async fn seqs_keep_rising_after_a_restart_when_everything_was_acked() {
     // The ack's write is ordered before this event's, whose ok means both are durable.
     send(&mut ws, json!({"type":"track","id":"t1","event":"x"})).await;
     assert_eq!(recv(&mut ws).await["type"], "ok");
-    let stop = srv.stop();
-    let (code, ()) = tokio::join!(expect_close(&mut ws), stop);
-    assert_eq!(code, Some(1001));
-
     // The store kept no seq for the acked deliveries (an ack only deletes outbox
     // rows): the resuming client's last_seq carries it, so nothing is resent and the
     // next delivery is seq 3, not a seq the client already has.
-    let cfg = base_config(srv.dir.path());
-    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
-    let srv2 = start_in(dir, cfg).await;
-    let (mut ws, w) = srv2
-        .hello_frame(json!({"type":"hello","token":srv2.token("u_seq", 60),"resume":{"session":session,"last_seq":2}}))
-        .await;
-    assert_eq!(w["resumed"], true);
+    let (srv2, mut ws) = restart_and_resume(&mut srv, &mut ws, "u_seq", &session, 2).await;
     srv2.app()
         .deliver_to_user("u_seq", delivery("d_three"))
         .await

@@ -693,25 +693,16 @@ mod tests {
             })
             .collect();
         assert_eq!(seqs, vec![2, 3, 4]);
-        let (rec, events) = stored(&ops);
-        let r = UserState::from_record(
-            Some(rec),
-            &events,
-            now + 1000,
-            &c.store,
-            &Derivations::default(),
-        );
+        let reload = |ops: &[WriteOp]| {
+            let (rec, events) = stored(ops);
+            let derive = Derivations::default();
+            UserState::from_record(Some(rec), &events, now + 1000, &c.store, &derive)
+        };
+        let r = reload(&ops);
         assert_eq!(r.aggregates["$engage:c:delivered"].count, 3);
         assert_eq!(r.aggregates["x"].count, 1);
         // Activity comes from the one user event only.
-        let (rec, events) = stored(&ops[..1]);
-        let only_x = UserState::from_record(
-            Some(rec),
-            &events,
-            now + 1000,
-            &c.store,
-            &Derivations::default(),
-        );
+        let only_x = reload(&ops[..1]);
         assert!(only_x.activity.0 > 0.0);
         assert_eq!(r.activity, only_x.activity);
         // Counted past the snapshot interval, the snapshot is written as for events.
