@@ -565,8 +565,25 @@ async fn slow_consumer_is_closed_4010_and_keeps_its_outbox() {
     assert_eq!(seqs, vec![1, 2, 3]);
 }
 
-/// Drains `srv` (its client sees 1001), starts a gateway on the same data directory and
-/// resumes `session` there from `last_seq`; the session must be found.
+/// Drains `srv` (its client sees 1001) and starts a gateway on the same data directory.
+async fn restart(srv: &mut TestServer, ws: &mut Ws) -> TestServer {
+    let stop = srv.stop();
+    let (code, ()) = tokio::join!(expect_close(ws), stop);
+    assert_eq!(code, Some(1001));
+    let cfg = base_config(srv.dir.path());
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    start_in(dir, cfg).await
+}
+
+/// A `hello` of `user` resuming `session` from `last_seq`: the socket and `resumed`.
+async fn resume(srv: &TestServer, user: &str, session: &str, last_seq: u64) -> (Ws, bool) {
+    let (ws, w) = srv
+        .hello_frame(json!({"type":"hello","token":srv.token(user, 60),"resume":{"session":session,"last_seq":last_seq}}))
+        .await;
+    (ws, w["resumed"] == true)
+}
+
+/// [`restart`], then [`resume`], which must find the session.
 async fn restart_and_resume(
     srv: &mut TestServer,
     ws: &mut Ws,
@@ -574,16 +591,9 @@ async fn restart_and_resume(
     session: &str,
     last_seq: u64,
 ) -> (TestServer, Ws) {
-    let stop = srv.stop();
-    let (code, ()) = tokio::join!(expect_close(ws), stop);
-    assert_eq!(code, Some(1001));
-    let cfg = base_config(srv.dir.path());
-    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
-    let srv2 = start_in(dir, cfg).await;
-    let (ws, w) = srv2
-        .hello_frame(json!({"type":"hello","token":srv2.token(user, 60),"resume":{"session":session,"last_seq":last_seq}}))
-        .await;
-    assert_eq!(w["resumed"], true);
+    let srv2 = restart(srv, ws).await;
+    let (ws, resumed) = resume(&srv2, user, session, last_seq).await;
+    assert!(resumed);
     (srv2, ws)
 }
 
@@ -652,6 +662,33 @@ async fn seqs_keep_rising_after_a_restart_when_everything_was_acked() {
         (next["seq"].as_u64(), next["delivery"].as_str()),
         (Some(3), Some("d_three"))
     );
+}
+
+#[tokio::test]
+async fn another_users_resume_after_a_restart_moves_no_seq() {
+    let mut srv = start().await;
+    let (mut ws, welcome) = srv.hello("u_own").await;
+    let session = welcome["session"].as_str().unwrap().to_string();
+    srv.app()
+        .deliver_to_user("u_own", delivery("d_one"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut ws).await["seq"], 1);
+    send(&mut ws, json!({"type":"ack","seq":1})).await;
+    send(&mut ws, json!({"type":"track","id":"t1","event":"x"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    let srv2 = restart(&mut srv, &mut ws).await;
+    // Someone else names the session with a large last_seq: not theirs, not resumed,
+    // and the floor they named is not taken.
+    let (_theirs, resumed) = resume(&srv2, "u_other", &session, 50).await;
+    assert!(!resumed);
+    let (mut ws, resumed) = resume(&srv2, "u_own", &session, 1).await;
+    assert!(resumed);
+    srv2.app()
+        .deliver_to_user("u_own", delivery("d_two"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut ws).await["seq"], 2);
 }
 
 #[tokio::test]

@@ -45,6 +45,10 @@ pub struct SessionCore {
     pub generation: u64,
     /// A close the connection should perform.
     pub kick: Option<CloseCode>,
+    /// Rebuilt from storage and not yet resumed by its owner. The store keeps no seq for
+    /// acknowledged deliveries (an ack only deletes outbox rows), so the owner's resume
+    /// takes its `last_seq` as the seq floor (`Conn::resume_from`).
+    pub restored: bool,
     /// When the session was last detached.
     pub detached_at: Option<Millis>,
     /// Current page path.
@@ -118,11 +122,8 @@ impl Session {
         }
     }
 
-    /// Rebuilds a session persisted by an earlier process, resumed by a client that has
-    /// every delivery up to `last_seq`. The store does not keep the seqs the client acked
-    /// (an ack deletes outbox rows and writes nothing else), so the client's `last_seq`
-    /// raises the session's: a new delivery never reuses a seq the client has seen.
-    pub fn from_record(rec: SessionRecord, last_seq: u64) -> Self {
+    /// Rebuilds a session persisted by an earlier process (see [`SessionCore::restored`]).
+    pub fn from_record(rec: SessionRecord) -> Self {
         let s = Session::new(
             Arc::from(rec.id.as_str()),
             Arc::from(rec.user.as_str()),
@@ -130,7 +131,8 @@ impl Session {
         );
         {
             let mut core = s.core.lock();
-            core.seq = rec.seq.max(last_seq);
+            core.seq = rec.seq;
+            core.restored = true;
             core.outbox = rec
                 .outbox
                 .into_iter()

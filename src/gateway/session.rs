@@ -215,7 +215,7 @@ where
                 Ok(Some(rec))
                     if rec.updated_at + app.cfg.session.resume_ttl.as_millis() as i64 >= now =>
                 {
-                    let s = Arc::new(Session::from_record(rec, r.last_seq));
+                    let s = Arc::new(Session::from_record(rec));
                     app.registry.insert(s.clone());
                     Some(s)
                 }
@@ -393,8 +393,14 @@ impl Conn {
     }
 
     /// The client has everything up to `last_seq`: treat it as acked, resend the rest.
+    /// A `last_seq` above the session's seq is clamped, except on the owner's first resume
+    /// of a session rebuilt from storage, which takes it as its seq floor (so that no new
+    /// delivery reuses a seq the client has seen: see `SessionCore::restored`).
     fn resume_from(&mut self, last_seq: u64) {
         let mut core = self.session.core.lock();
+        if std::mem::take(&mut core.restored) {
+            core.seq = core.seq.max(last_seq);
+        }
         let last = last_seq.min(core.seq);
         core.sent = last;
         if last > core.acked {
