@@ -36,11 +36,9 @@ struct Job {
 pub struct SqliteStore {
     tx: mpsc::UnboundedSender<Job>,
     readers: std::sync::mpsc::Sender<ReadJob>,
-    /// The database file, for retention's own connection (see [`prune`]).
-    path: std::path::PathBuf,
-    fsync: bool,
-    /// One retention pass at a time.
-    pruning: Arc<std::sync::Mutex<()>>,
+    /// Retention's own connection (see [`prune`]), one pass at a time. Opened with the
+    /// store, so a pass never needs new descriptors (the gateway may be at its limit).
+    pruning: Arc<std::sync::Mutex<Connection>>,
     /// Dropping it stops the checkpointer.
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
@@ -222,9 +220,7 @@ impl SqliteStore {
             tx,
             readers: start_readers(&path, READERS)?,
             _checkpointer: checkpointer,
-            fsync,
-            pruning: Default::default(),
-            path,
+            pruning: Arc::new(std::sync::Mutex::new(open(&path, fsync)?)),
         })
     }
 
@@ -725,16 +721,14 @@ impl Store for SqliteStore {
         // Retention runs after the job's other writes, on its own connection and in
         // small transactions, so the writer's commits go on in between.
         let (done, rx) = oneshot::channel();
-        let (path, fsync, lock) = (self.path.clone(), self.fsync, self.pruning.clone());
+        let conn = self.pruning.clone();
         let job = move || {
-            let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
             let mut result = ticket.wait_blocking();
             if result.is_ok() {
-                result = open(&path, fsync).and_then(|mut conn| {
-                    prunes
-                        .iter()
-                        .try_for_each(|p| prune(&mut conn, p).map_err(err))
-                });
+                result = prunes
+                    .iter()
+                    .try_for_each(|p| prune(&mut conn, p).map_err(err));
             }
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "retention failed");
