@@ -645,16 +645,15 @@ fn prune(conn: &mut Connection, op: &WriteOp) -> rusqlite::Result<()> {
         .prepare("SELECT user FROM events GROUP BY user HAVING COUNT(*) > ?1")?
         .query_map(params![*history_max_events as i64], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    let mut trim = conn.prepare_cached(&format!(
+        "DELETE FROM events WHERE user = ?1 AND {SNAPSHOTTED} AND rowid IN
+           (SELECT rowid FROM events WHERE user = ?1
+            ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?2)"
+    ))?;
     for user in over {
-        conn.execute(
-            &format!(
-                "DELETE FROM events WHERE user = ?1 AND {SNAPSHOTTED} AND rowid IN
-                   (SELECT rowid FROM events WHERE user = ?1
-                    ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?2)"
-            ),
-            params![user, *history_max_events as i64],
-        )?;
+        trim.execute(params![user, *history_max_events as i64])?;
     }
+    drop(trim);
     chunked(
         conn,
         "DELETE FROM dedup WHERE (user, cid) IN
@@ -686,9 +685,14 @@ fn prune(conn: &mut Connection, op: &WriteOp) -> rusqlite::Result<()> {
             .prepare("SELECT id FROM sessions WHERE updated_at < ?1 LIMIT ?2")?
             .query_map(params![sessions_before, PRUNE_CHUNK as i64], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        for id in &ids {
-            tx.execute("DELETE FROM outbox WHERE session = ?1", params![id])?;
-            tx.execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
+        // Prepared once per chunk, not once per session (the write lock is held).
+        {
+            let mut outbox = tx.prepare_cached("DELETE FROM outbox WHERE session = ?1")?;
+            let mut session = tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?;
+            for id in &ids {
+                outbox.execute(params![id])?;
+                session.execute(params![id])?;
+            }
         }
         tx.commit()?;
         if ids.len() < PRUNE_CHUNK {
@@ -1150,6 +1154,35 @@ mod tests {
         let rec = s.load_session("s1").await.unwrap().unwrap();
         assert_eq!(rec.seq, 4);
         assert!(rec.outbox.is_empty());
+        // Retention forgets a session not seen since the cutoff, with its outbox.
+        s.submit(vec![WriteOp::Outbox {
+            session: "s1".into(),
+            entry: entry(6),
+        }])
+        .wait()
+        .await
+        .unwrap();
+        let prune = |sessions_before| WriteOp::Prune {
+            history_before: 0,
+            history_max_events: 1000,
+            dedup_before: 0,
+            sessions_before,
+        };
+        s.submit(vec![prune(10)]).wait().await.unwrap();
+        assert_eq!(
+            s.load_session("s1").await.unwrap().unwrap().outbox,
+            vec![entry(6)]
+        );
+        s.submit(vec![prune(11)]).wait().await.unwrap();
+        assert!(s.load_session("s1").await.unwrap().is_none());
+        let rows: i64 = s
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+                    .map_err(err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
     }
 
     #[tokio::test]
