@@ -114,6 +114,27 @@ async fn get_user(addr: &str, user: &str) -> Value {
         .unwrap()
 }
 
+/// Two gateways on one data directory would each keep state in memory the other cannot
+/// see: the second is refused at start-up with the reason, and exits non-zero.
+#[test]
+fn a_second_gateway_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = spawn(dir.path(), &[], None);
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--jwt-secret", SECRET, "--admin-token", ADMIN])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is in use by another Beckon process"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn kill_9_loses_nothing_that_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! queued while the previous commit ran); readers use their own connections, which WAL
 //! lets run beside the writer. Why SQLite over redb: docs/architecture.md.
 
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -110,6 +111,8 @@ pub struct SqliteOptions {
     pub wal_limit_bytes: u64,
     /// How often the checkpointer copies the WAL back into the database.
     pub checkpoint_every: std::time::Duration,
+    /// How long opening waits for another store on the same directory to let go.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for SqliteOptions {
@@ -119,6 +122,7 @@ impl Default for SqliteOptions {
             linger: std::time::Duration::ZERO,
             wal_limit_bytes: 256 << 20,
             checkpoint_every: std::time::Duration::from_millis(250),
+            lock_wait: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -135,8 +139,10 @@ impl SqliteStore {
             linger,
             wal_limit_bytes,
             checkpoint_every,
+            lock_wait,
         } = opts;
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        let lock = lock_dir(dir, lock_wait)?;
         let path = dir.join("beckon.sqlite3");
         let mut conn = open(&path, fsync)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
@@ -166,6 +172,8 @@ impl SqliteStore {
         // blocking pool rather than a bare thread so that tests on paused time see
         // in-flight commits (tokio does not auto-advance while blocking work runs).
         tokio::task::spawn_blocking(move || {
+            // Held until the writer ends (the store is dropped).
+            let _lock = lock;
             let mut last_end = None;
             while let Some(first) = rx.blocking_recv() {
                 if restart.swap(false, Ordering::Relaxed) {
@@ -238,6 +246,37 @@ impl SqliteStore {
             .map_err(|_| StoreError("store is closed".into()))?;
         rx.await
             .map_err(|_| StoreError("store reader stopped".into()))?
+    }
+}
+
+/// Locks the data directory for this store (`beckon.lock`, `flock`): one gateway per
+/// directory, since each keeps state in memory that the other would not see. A store
+/// being dropped in this process (a restart in tests) is given `wait` to let go.
+fn lock_dir(dir: &Path, wait: std::time::Duration) -> Result<File, StoreError> {
+    let path = dir.join("beckon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError(format!(
+                    "{} is in use by another Beckon process",
+                    dir.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError(format!("{}: {e}", path.display())))
+            }
+        }
     }
 }
 
@@ -1067,6 +1106,36 @@ mod tests {
             (1, 1, Some("x"))
         );
         assert!(s.load_user("nobody").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    fsync: false,
+                    lock_wait: std::time::Duration::from_millis(20),
+                    ..Default::default()
+                },
+                Arc::new(Metrics::new()),
+            )
+        };
+        let first = open().unwrap();
+        let e = open().err().expect("refused").0;
+        assert!(e.contains("in use by another Beckon process"), "{e}");
+        drop(first);
+        // The writer lets go once it has seen the store dropped.
+        let mut reopened = open();
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            reopened = open();
+        }
+        assert!(reopened.is_ok());
     }
 
     #[tokio::test]
