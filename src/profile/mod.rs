@@ -206,7 +206,8 @@ impl Profiles {
             }
         }
         let state = guard.as_mut().expect("loaded above");
-        let mut ops = Vec::new();
+        // A step writes a handful of ops (an event: 1–3; a delivery: ~6).
+        let mut ops = Vec::with_capacity(8);
         let out = f(&user, state, &mut ops);
         // Submitting under the user's lock fixes the order of this user's writes.
         // Submitted even when empty: it is then a barrier that resolves after every
