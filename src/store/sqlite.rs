@@ -750,9 +750,14 @@ fn json_map(text: &str) -> Map<String, Value> {
 #[async_trait]
 impl Store for SqliteStore {
     fn submit(&self, ops: Vec<WriteOp>) -> CommitTicket {
-        let (prunes, ops): (Vec<_>, Vec<_>) = ops
-            .into_iter()
-            .partition(|op| matches!(op, WriteOp::Prune { .. }));
+        let is_prune = |op: &WriteOp| matches!(op, WriteOp::Prune { .. });
+        // Split only when there is a prune (hourly): a new vector per submit was ~1 KB
+        // of fresh heap per user in a 19,000-user fan-out.
+        let (prunes, ops): (Vec<_>, Vec<_>) = if ops.iter().any(is_prune) {
+            ops.into_iter().partition(is_prune)
+        } else {
+            (Vec::new(), ops)
+        };
         let (done, rx) = oneshot::channel();
         if self.tx.send(Job { ops, done }).is_err() {
             return CommitTicket::ready(Err(StoreError("store is closed".into())));
