@@ -10,7 +10,8 @@
 //! - `publish/goal_campaign_19k_users`: publishing a goal-condition campaign evaluated
 //!   for 19,000 users held in memory (condition false: evaluation without writes).
 //!
-//! Run: `cargo bench --bench engine`.
+//! Run: `cargo bench --bench engine`; `cargo bench --bench engine -- event_1k` runs one
+//! group, and skips the other groups' set-up (10,000 campaigns take a minute to load).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,51 @@ use beckon::profile::{Mutation, UserState};
 use beckon::{Clock, Config};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Map, Value};
+
+/// Whether criterion's name filter (a substring, in practice) can select one of `ids`:
+/// a group whose benchmarks are all filtered out skips its set-up. An option criterion
+/// takes a value for is skipped with its value; a filter that looks like a regular
+/// expression selects everything.
+fn selected(ids: &[&str]) -> bool {
+    const WITH_VALUE: &[&str] = &[
+        "--color",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--plotting-backend",
+        "--output-format",
+        "--format",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut filter = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if WITH_VALUE.contains(&a.as_str()) {
+            i += 2;
+            continue;
+        }
+        if !a.starts_with('-') {
+            filter = Some(a.as_str());
+            break;
+        }
+        i += 1;
+    }
+    match filter {
+        None => true,
+        Some(f) if f.contains(|c: char| "\\^$.*+?()[]{}|".contains(c)) => true,
+        Some(f) => ids.iter().any(|id| id.contains(f)),
+    }
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -87,6 +133,9 @@ fn capped_setup(
 }
 
 fn bench_events(c: &mut Criterion) {
+    if !selected(&["event/10k_campaigns_10_listening", "event/delivering"]) {
+        return;
+    }
     let rt = runtime();
     let (running, _dir) = app(&rt);
     let app = running.app.clone();
@@ -118,6 +167,9 @@ fn bench_events(c: &mut Criterion) {
 }
 
 fn bench_events_1k(c: &mut Criterion) {
+    if !selected(&["event_1k/10_listening_capped", "event_1k/none_listening"]) {
+        return;
+    }
     let rt = runtime();
     let (running, _dir) = app(&rt);
     let app = running.app.clone();
@@ -141,6 +193,9 @@ fn bench_events_1k(c: &mut Criterion) {
 }
 
 fn bench_segments(c: &mut Criterion) {
+    if !selected(&["attributes/1k_segments_10_dependent"]) {
+        return;
+    }
     let rt = runtime();
     let (running, _dir) = app(&rt);
     let app = running.app.clone();
@@ -175,6 +230,9 @@ fn bench_segments(c: &mut Criterion) {
 }
 
 fn bench_publish(c: &mut Criterion) {
+    if !selected(&["publish/goal_campaign_19k_users"]) {
+        return;
+    }
     let rt = runtime();
     let (running, _dir) = app(&rt);
     let app = running.app.clone();

@@ -656,6 +656,9 @@ fn num(v: &Value) -> Option<f64> {
 }
 
 fn loose_eq(a: &Value, b: &Value) -> bool {
+    if let (Value::String(x), Value::String(y)) = (a, b) {
+        return super::text::eq_str(x, y);
+    }
     match (num(a), num(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
@@ -736,7 +739,9 @@ pub fn prop_path<'a>(props: &'a Map<String, Value>, path: &str) -> Option<&'a Va
 /// attribute sets): cheaper than hashing the key.
 pub fn map_get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     if map.len() <= 8 {
-        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        map.iter()
+            .find(|(k, _)| super::text::eq_str(k, key))
+            .map(|(_, v)| v)
     } else {
         map.get(key)
     }

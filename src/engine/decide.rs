@@ -3,6 +3,7 @@
 //! caps (with reservations), variant, priority, one modal per session — recording every
 //! decision. Side effects that must wait for durability are collected in [`Effects`].
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -33,8 +34,9 @@ pub struct Effects {
     expiries: Vec<(String, Millis)>,
     cancel_expiries: Vec<String>,
     outstanding: Vec<(String, String, bool)>,
-    /// Decision outcomes (runs of one outcome counted together), for the metrics.
-    decisions: Vec<(&'static str, u64)>,
+    /// Decision outcomes (runs of one outcome counted together), for the metrics; most
+    /// steps take one or two kinds of decision, counted without an allocation.
+    decisions: smallvec::SmallVec<[(&'static str, u64); 2]>,
     new_decisions: Vec<String>,
     user_timer: Option<Option<Millis>>,
 }
@@ -101,6 +103,10 @@ pub struct Ctx<'a> {
     page: Option<Option<Arc<str>>>,
 }
 
+/// A campaign due in a step, with the cause its decision records (an event's cause is
+/// shared by every step).
+type Candidate<'a> = (&'a Arc<Campaign>, Cow<'a, Arc<str>>);
+
 pub(crate) fn subject<'s>(
     app: &App,
     st: &'s UserState,
@@ -150,8 +156,8 @@ impl<'a> Ctx<'a> {
         st: &mut UserState,
         campaign: &str,
         outcome: &'static str,
-        cause: Option<&str>,
-        detail: Option<&str>,
+        cause: Option<&Arc<str>>,
+        detail: Option<Cow<'static, str>>,
         variant: Option<&str>,
         delivery: Option<&str>,
     ) {
@@ -160,25 +166,25 @@ impl<'a> Ctx<'a> {
             Some((o, n)) if std::ptr::eq(*o, outcome) => *n += 1,
             _ => self.fx.decisions.push((outcome, 1)),
         }
+        let key = super::state::campaign_key(campaign);
         // Fold a repeat of the campaign's last decision without allocating a new one.
         if delivery.is_none()
             && st
                 .engine
-                .fold_repeat(campaign, outcome, cause, detail, self.now)
+                .fold_repeat(campaign, key, outcome, cause, detail.as_deref(), self.now)
         {
             return;
         }
         let d = Decision {
             at: self.now,
             campaign: campaign.to_string(),
-            outcome: outcome.to_string(),
-            cause: cause.map(str::to_string),
-            detail: detail.map(str::to_string),
+            outcome: Cow::Borrowed(outcome),
+            cause: cause.cloned(),
+            detail,
             variant: variant.map(str::to_string),
             delivery: delivery.map(str::to_string),
             repeats: 0,
             first_at: None,
-            key: super::state::campaign_key(campaign),
         };
         // Appended on its own, so the state snapshot does not carry the history.
         // (A folded repeat only updates memory: a reload shows its first occurrence.)
@@ -252,15 +258,17 @@ impl<'a> Ctx<'a> {
             self.attribute_conversions(st, name, ops);
         }
         let entered = self.update_segments(st, &change);
-        let mut cands: Vec<(Arc<Campaign>, Arc<str>)> = Vec::new();
+        let rs: &'a Ruleset = self.rs;
+        let mut cands: Vec<Candidate<'a>> = Vec::new();
+        // Candidates from one of the rule set's lists are in order already.
+        let mut lists = entered.len();
         for seg in &entered {
-            for c in self.rs.by_segment.get(seg).into_iter().flatten() {
-                cands.push((c.clone(), Arc::from(format!("segment_entry:{seg}"))));
+            for c in rs.by_segment.get(seg).into_iter().flatten() {
+                cands.push((c, Cow::Owned(Arc::from(format!("segment_entry:{seg}")))));
             }
         }
         let listeners = match &change {
-            Change::Event(name) => self
-                .rs
+            Change::Event(name) => rs
                 .by_event
                 .get(name)
                 .filter(|l| !l.campaigns.is_empty())
@@ -268,6 +276,8 @@ impl<'a> Ctx<'a> {
             _ => None,
         };
         if let Some((name, listeners)) = listeners {
+            lists += 1;
+            cands.reserve_exact(listeners.campaigns.len());
             let page = self.target_page();
             for c in &listeners.campaigns {
                 match &c.trigger {
@@ -276,7 +286,7 @@ impl<'a> Ctx<'a> {
                             subject(self.app, st, self.now, page.as_deref(), props).eval(f)
                         });
                         if ok {
-                            cands.push((c.clone(), listeners.cause.clone()));
+                            cands.push((c, Cow::Borrowed(&listeners.cause)));
                         }
                     }
                     Trigger::GoalCount { count, .. } => {
@@ -286,14 +296,15 @@ impl<'a> Ctx<'a> {
                             && st.engine.goals.insert(c.id.clone())
                         {
                             self.dirty = true;
-                            cands.push((c.clone(), Arc::from(format!("goal:{name}"))));
+                            cands.push((c, Cow::Owned(Arc::from(format!("goal:{name}")))));
                         }
                     }
                     _ => {}
                 }
             }
         }
-        for c in self.rs.affected_goals(&change) {
+        let before_goals = cands.len();
+        for c in rs.affected_goals(&change) {
             if let Trigger::GoalCond { cond, .. } = &c.trigger {
                 if !st.engine.goals.contains(&c.id)
                     && c.live_at(self.now)
@@ -301,11 +312,14 @@ impl<'a> Ctx<'a> {
                 {
                     st.engine.goals.insert(c.id.clone());
                     self.dirty = true;
-                    cands.push((c.clone(), Arc::from("goal:conditions")));
+                    cands.push((c, Cow::Owned(Arc::from("goal:conditions"))));
                 }
             }
         }
-        self.decide(st, cands, ops);
+        if cands.len() > before_goals {
+            lists += 1;
+        }
+        self.decide(st, cands, lists <= 1, ops);
     }
 
     /// A goal event converts every impression (and control exposure) of a campaign
@@ -407,7 +421,7 @@ impl<'a> Ctx<'a> {
         c: &Campaign,
         target: Option<&Arc<Session>>,
     ) -> Option<&'static str> {
-        let cap = st.engine.caps.get(&c.id);
+        let cap = st.engine.caps.get_keyed(c.key, &c.id);
         if let Some(max) = c.frequency.max_per_user {
             let used = cap.map(|c| c.used()).unwrap_or(0);
             if used >= max {
@@ -441,29 +455,31 @@ impl<'a> Ctx<'a> {
     fn decide(
         &mut self,
         st: &mut UserState,
-        mut cands: Vec<(Arc<Campaign>, Arc<str>)>,
+        mut cands: Vec<Candidate<'a>>,
+        sorted: bool,
         ops: &mut Vec<WriteOp>,
     ) {
         if cands.is_empty() {
             return;
         }
         // Highest priority first, then by id. The rule set keeps each of its lists in this
-        // order, so candidates from one source (most steps) need no sort.
-        let order = |a: &(Arc<Campaign>, Arc<str>), b: &(Arc<Campaign>, Arc<str>)| {
+        // order, so candidates from one list (most steps) need no sort.
+        let order = |a: &Candidate, b: &Candidate| {
             b.0.priority
                 .cmp(&a.0.priority)
                 .then_with(|| a.0.id.cmp(&b.0.id))
         };
-        if !cands.is_sorted_by(|a, b| order(a, b).is_le()) {
+        if !sorted && !cands.is_sorted_by(|a, b| order(a, b).is_le()) {
             cands.sort_by(order);
         }
         // One rule set holds one `Arc` per campaign.
-        cands.dedup_by(|a, b| Arc::ptr_eq(&a.0, &b.0));
+        cands.dedup_by(|a, b| Arc::ptr_eq(a.0, b.0));
         let target = self.target_session();
         let page = self.target_page();
         let mut winner: Option<String> = None;
         for (c, cause) in cands {
             let cause = Some(&*cause);
+            let c: &Campaign = c;
             if !c.live_at(self.now) {
                 self.record(st, &c.id, "outside_schedule", cause, None, None, None);
                 continue;
@@ -475,24 +491,24 @@ impl<'a> Ctx<'a> {
                     &c.id,
                     "lost_to_priority",
                     cause,
-                    Some(&detail),
+                    Some(detail.into()),
                     None,
                     None,
                 );
                 continue;
             }
-            if !self.in_audience(st, &c, page.as_deref()) {
+            if !self.in_audience(st, c, page.as_deref()) {
                 self.record(st, &c.id, "not_in_audience", cause, None, None, None);
                 continue;
             }
-            if let Some(which) = self.capped(st, &c, target.as_ref()) {
-                self.record(st, &c.id, "capped", cause, Some(which), None, None);
+            if let Some(which) = self.capped(st, c, target.as_ref()) {
+                self.record(st, &c.id, "capped", cause, Some(which.into()), None, None);
                 continue;
             }
             let variant = c.variant_for(self.user);
             if variant.control {
                 // Exposure without a message; it uses a cap slot like a seen delivery.
-                let cap = st.engine.caps.entry(c.id.clone()).or_default();
+                let cap = st.engine.caps.entry(&c.id);
                 cap.committed += 1;
                 cap.last_committed = Some(self.now);
                 cap.controls.push((variant.id.clone(), self.now));
@@ -534,14 +550,14 @@ impl<'a> Ctx<'a> {
                     &c.id,
                     "modal_busy",
                     cause,
-                    Some("another modal is open in the session"),
+                    Some("another modal is open in the session".into()),
                     None,
                     None,
                 );
                 continue;
             }
             let vid = variant.id.clone();
-            self.deliver(st, &c, &vid, rendered, kind, target.as_ref(), cause, ops);
+            self.deliver(st, c, &vid, rendered, kind, target.as_ref(), cause, ops);
             winner = Some(c.id.clone());
         }
     }
@@ -555,7 +571,7 @@ impl<'a> Ctx<'a> {
         message: Value,
         kind: String,
         target: Option<&Arc<Session>>,
-        cause: Option<&str>,
+        cause: Option<&Arc<str>>,
         ops: &mut Vec<WriteOp>,
     ) {
         let delivery = crate::ids::delivery_id(self.now);
@@ -575,18 +591,13 @@ impl<'a> Ctx<'a> {
             self.app.profiles.config(),
             ops,
         );
-        st.engine
-            .caps
-            .entry(c.id.clone())
-            .or_default()
-            .reserved
-            .push(Reservation {
-                delivery: delivery.clone(),
-                at: self.now,
-                expires_at,
-                session: target.map(|s| s.id.to_string()),
-                kind: kind.clone(),
-            });
+        st.engine.caps.entry(&c.id).reserved.push(Reservation {
+            delivery: delivery.clone(),
+            at: self.now,
+            expires_at,
+            session: target.map(|s| s.id.to_string()),
+            kind: kind.clone(),
+        });
         match target {
             Some(s) => {
                 let (seq, dops) = registry::prepare_delivery(
@@ -611,7 +622,7 @@ impl<'a> Ctx<'a> {
                     &c.id,
                     "delivered",
                     cause,
-                    Some(format!("session {}", s.id)).as_deref(),
+                    Some(format!("session {}", s.id).into()),
                     Some(variant),
                     Some(&delivery),
                 );
@@ -638,7 +649,7 @@ impl<'a> Ctx<'a> {
                     &c.id,
                     "pending",
                     cause,
-                    Some("no live session; waits for the next one"),
+                    Some("no live session; waits for the next one".into()),
                     Some(variant),
                     Some(&delivery),
                 );
@@ -693,8 +704,8 @@ impl<'a> Ctx<'a> {
                 st,
                 &p.campaign,
                 "delivered",
-                Some("pending"),
-                Some(format!("session {}", s.id)).as_deref(),
+                Some(&Arc::from("pending")),
+                Some(format!("session {}", s.id).into()),
                 Some(&p.variant),
                 Some(&p.delivery),
             );
@@ -750,7 +761,7 @@ impl<'a> Ctx<'a> {
             &campaign,
             outcome,
             None,
-            Some("unseen: cap slot given back"),
+            Some("unseen: cap slot given back".into()),
             None,
             Some(delivery),
         );
@@ -866,10 +877,11 @@ impl<'a> Ctx<'a> {
             return;
         };
         let last = s.last_active.load(Ordering::Relaxed);
-        let mut cands = Vec::new();
+        let rs: &'a Ruleset = self.rs;
+        let mut cands: Vec<Candidate<'a>> = Vec::new();
         {
             let mut core = s.core.lock();
-            for c in &self.rs.session_timed {
+            for c in &rs.session_timed {
                 if !c.live_at(self.now) {
                     continue;
                 }
@@ -883,20 +895,20 @@ impl<'a> Ctx<'a> {
                             core.campaigns_mut()
                                 .inactivity_fired
                                 .insert(c.id.clone(), last);
-                            cands.push((c.clone(), Arc::from("inactivity")));
+                            cands.push((c, Cow::Owned(Arc::from("inactivity"))));
                         }
                     }
                     Trigger::SessionDuration { dur }
                         if self.now - s.started_at >= *dur
                             && core.campaigns_mut().duration_fired.insert(c.id.clone()) =>
                     {
-                        cands.push((c.clone(), Arc::from("session_duration")));
+                        cands.push((c, Cow::Owned(Arc::from("session_duration"))));
                     }
                     _ => {}
                 }
             }
         }
-        self.decide(st, cands, ops);
+        self.decide(st, cands, true, ops);
     }
 
     /// Persists the engine state if it changed and schedules the user's next time crossing.

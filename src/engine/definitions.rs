@@ -289,6 +289,8 @@ pub struct Goal {
 pub struct Campaign {
     /// Id.
     pub id: String,
+    /// `campaign_key(id)`, for the user's cap state and decisions.
+    pub key: u64,
     /// Display name.
     pub name: String,
     /// Status.
@@ -823,6 +825,7 @@ pub fn parse_campaign(
     }
     Ok(Campaign {
         id: id.to_string(),
+        key: super::state::campaign_key(id),
         name,
         status,
         trigger,

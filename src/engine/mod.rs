@@ -10,6 +10,7 @@ pub mod definitions;
 pub mod ruleset;
 pub mod state;
 pub mod template;
+pub mod text;
 pub mod timers;
 
 mod decide;

@@ -193,25 +193,24 @@ impl Ruleset {
     }
 
     /// Goal-condition campaigns `change` can affect.
-    pub fn affected_goals(&self, change: &Change) -> Vec<Arc<Campaign>> {
-        self.goal_conds
-            .iter()
-            .filter(|c| {
-                let Trigger::GoalCond { deps, .. } = &c.trigger else {
-                    return false;
-                };
-                match change {
-                    Change::All => true,
-                    Change::Time => deps.time,
-                    Change::Event(e) => deps.events.contains(e) || deps.activity,
-                    Change::Attrs(keys) => keys.iter().any(|k| deps.attrs.contains(k)),
-                    Change::Engagement(cid) => deps.campaigns.contains(cid),
-                    Change::Segment(_) => false,
-                    Change::Goal(id) => &c.id == id,
-                }
-            })
-            .cloned()
-            .collect()
+    pub fn affected_goals<'s, 'c>(
+        &'s self,
+        change: &'c Change,
+    ) -> impl Iterator<Item = &'s Arc<Campaign>> + use<'s, 'c> {
+        self.goal_conds.iter().filter(move |c| {
+            let Trigger::GoalCond { deps, .. } = &c.trigger else {
+                return false;
+            };
+            match change {
+                Change::All => true,
+                Change::Time => deps.time,
+                Change::Event(e) => deps.events.contains(e) || deps.activity,
+                Change::Attrs(keys) => keys.iter().any(|k| deps.attrs.contains(k)),
+                Change::Engagement(cid) => deps.campaigns.contains(cid),
+                Change::Segment(_) => false,
+                Change::Goal(id) => &c.id == id,
+            }
+        })
     }
 
     /// Whether some definition changes with time alone.

@@ -176,11 +176,12 @@ pub struct DeliveryInput {
     pub expires_at: Option<Millis>,
 }
 
-/// All sessions of this node.
+/// All sessions of this node. Looked up several times per event, so with a fast hash
+/// (foldhash, randomly seeded) rather than SipHash.
 #[derive(Default)]
 pub struct Registry {
-    sessions: DashMap<Arc<str>, Arc<Session>>,
-    live: DashMap<Arc<str>, Vec<Arc<Session>>>,
+    sessions: DashMap<Arc<str>, Arc<Session>, foldhash::fast::RandomState>,
+    live: DashMap<Arc<str>, Vec<Arc<Session>>, foldhash::fast::RandomState>,
 }
 
 impl Registry {

@@ -40,7 +40,7 @@ pub struct ProfileConfig {
 /// The profile service.
 pub struct Profiles {
     store: Arc<dyn Store>,
-    slots: DashMap<Arc<str>, Arc<UserSlot>>,
+    slots: DashMap<Arc<str>, Arc<UserSlot>, foldhash::fast::RandomState>,
     clock: Clock,
     cfg: ProfileConfig,
 }
@@ -71,7 +71,7 @@ impl Profiles {
     pub fn new(store: Arc<dyn Store>, clock: Clock, cfg: ProfileConfig) -> Self {
         Profiles {
             store,
-            slots: DashMap::new(),
+            slots: DashMap::default(),
             clock,
             cfg,
         }

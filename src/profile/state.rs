@@ -40,15 +40,16 @@ impl Aggregates {
         self.find(name).ok().map(|i| &self.0[i].1)
     }
 
-    /// The aggregate of an event name, created empty if missing.
-    pub fn entry(&mut self, name: String) -> &mut Aggregate {
-        let i = match self.find(&name) {
+    /// The aggregate of an event name, created empty if missing (the name is copied
+    /// only then).
+    pub fn entry(&mut self, name: &str) -> &mut Aggregate {
+        let i = match self.find(name) {
             Ok(i) => i,
             Err(i) => {
                 if self.0.len() < 4 {
                     self.0.reserve_exact(1);
                 }
-                self.0.insert(i, (name, Aggregate::default()));
+                self.0.insert(i, (name.to_string(), Aggregate::default()));
                 i
             }
         };
@@ -75,7 +76,10 @@ impl FromIterator<(String, Aggregate)> for Aggregates {
     fn from_iter<I: IntoIterator<Item = (String, Aggregate)>>(iter: I) -> Self {
         let mut a = Aggregates::default();
         for (k, v) in iter {
-            *a.entry(k) = v;
+            match a.find(&k) {
+                Ok(i) => a.0[i].1 = v,
+                Err(i) => a.0.insert(i, (k, v)),
+            }
         }
         a.0.shrink_to_fit();
         a
@@ -220,7 +224,7 @@ impl UserState {
             }
             // Events stored after the snapshot was written.
             for e in events.iter().filter(|e| e.seq > s.aggregates_seq) {
-                let agg = s.aggregates.entry(e.name.clone());
+                let agg = s.aggregates.entry(&e.name);
                 record(agg, e.at, now, cfg.history_days);
                 s.event_seq = s.event_seq.max(e.seq);
             }
@@ -235,10 +239,6 @@ impl UserState {
                 .decisions
                 .iter()
                 .filter_map(|d| serde_json::from_str::<crate::engine::state::Decision>(d).ok())
-                .map(|mut d| {
-                    d.key = crate::engine::state::campaign_key(&d.campaign);
-                    d
-                })
                 .collect();
         }
         // Older events are only here for the replay above.
@@ -319,7 +319,7 @@ impl UserState {
         cfg: &ProfileConfig,
         ops: &mut Vec<WriteOp>,
     ) {
-        let agg = self.aggregates.entry(name.clone());
+        let agg = self.aggregates.entry(&name);
         record(agg, now, now, cfg.store.history_days);
         self.event_seq += 1;
         ops.push(WriteOp::Event {
@@ -362,7 +362,7 @@ impl UserState {
                 ..
             } => {
                 let at = at.unwrap_or(now).min(now);
-                let agg = self.aggregates.entry(name.clone());
+                let agg = self.aggregates.entry(name);
                 record(agg, at, now, cfg.store.history_days);
                 let d = &cfg.derive;
                 self.activity = bump_activity(self.activity, at, d.weight(name), d.half_life);
