@@ -229,9 +229,13 @@ pub struct Decision {
 
 /// A user's most recent decisions ([`MAX_DECISIONS`]), oldest first, with each one's
 /// `campaign_key` in a list beside them: finding a campaign's last decision (every
-/// decision does, to fold repeats) scans 8-byte keys, not 170-byte decisions.
+/// decision does, to fold repeats) scans 8-byte keys, not 170-byte decisions. Boxed, so
+/// a user without decisions (most idle sessions' users) holds one pointer.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Decisions {
+pub struct Decisions(Option<Box<DecisionList>>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct DecisionList {
     list: VecDeque<Decision>,
     keys: VecDeque<u64>,
 }
@@ -239,25 +243,26 @@ pub struct Decisions {
 impl Decisions {
     /// Oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Decision> {
-        self.list.iter()
+        self.0.iter().flat_map(|d| d.list.iter())
     }
 
     /// How many.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.0.as_ref().map_or(0, |d| d.list.len())
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
     }
 
     /// The campaign's last decision (`key` is `campaign_key(campaign)`).
     pub fn last_of(&mut self, key: u64, campaign: &str) -> Option<&mut Decision> {
-        let mut end = self.keys.len();
-        while let Some(i) = self.keys.range(..end).rposition(|k| *k == key) {
-            if eq_str(&self.list[i].campaign, campaign) {
-                return Some(&mut self.list[i]);
+        let d = self.0.as_mut()?;
+        let mut end = d.keys.len();
+        while let Some(i) = d.keys.range(..end).rposition(|k| *k == key) {
+            if eq_str(&d.list[i].campaign, campaign) {
+                return Some(&mut d.list[i]);
             }
             end = i;
         }
@@ -265,18 +270,20 @@ impl Decisions {
     }
 
     /// Appends a decision, dropping the oldest beyond [`MAX_DECISIONS`].
-    pub fn push(&mut self, d: Decision) {
+    pub fn push(&mut self, x: Decision) {
         // Most users have one or two decisions: not the default first allocation of
         // four (~0.7 KB).
-        if self.list.capacity() == 0 {
-            self.list.reserve_exact(1);
-            self.keys.reserve_exact(1);
-        }
-        self.keys.push_back(campaign_key(&d.campaign));
-        self.list.push_back(d);
-        while self.list.len() > MAX_DECISIONS {
-            self.list.pop_front();
-            self.keys.pop_front();
+        let d = self.0.get_or_insert_with(|| {
+            Box::new(DecisionList {
+                list: VecDeque::with_capacity(1),
+                keys: VecDeque::with_capacity(1),
+            })
+        });
+        d.keys.push_back(campaign_key(&x.campaign));
+        d.list.push_back(x);
+        while d.list.len() > MAX_DECISIONS {
+            d.list.pop_front();
+            d.keys.pop_front();
         }
     }
 }
