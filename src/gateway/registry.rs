@@ -304,7 +304,7 @@ pub fn prepare_delivery(
     let rec = OutboxRecord {
         seq,
         delivery: input.delivery.clone(),
-        frame,
+        frame: frame.into(),
     };
     let ops = vec![
         WriteOp::Delivery(crate::store::DeliveryRecord {

@@ -459,7 +459,7 @@ impl Conn {
             if !e.durable {
                 break;
             }
-            frames.push(e.rec.frame.clone());
+            frames.push(e.rec.frame.to_string());
             sent = e.rec.seq;
         }
         core.sent = sent;

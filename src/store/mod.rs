@@ -91,8 +91,9 @@ pub struct OutboxRecord {
     pub seq: u64,
     /// Delivery id.
     pub delivery: String,
-    /// The encoded `message` frame.
-    pub frame: String,
+    /// The encoded `message` frame, shared by the session's outbox and the write that
+    /// makes it durable.
+    pub frame: std::sync::Arc<str>,
 }
 
 /// A delivery's ownership, for validating `engage`.

@@ -561,7 +561,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> rusqlite::Result<()> {
         // resuming client reports.
         WriteOp::Outbox { session, entry } => {
             tx.prepare_cached("INSERT OR REPLACE INTO outbox (session, seq, delivery, frame) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![session, entry.seq as i64, entry.delivery, entry.frame])?;
+                .execute(params![session, entry.seq as i64, entry.delivery, &*entry.frame])?;
         }
         // Only the outbox (a small table, its pages shared by every session's unacked
         // rows): not the session row too, one random page per delivery (see above).
@@ -935,7 +935,7 @@ impl Store for SqliteStore {
                     Ok(OutboxRecord {
                         seq: r.get::<_, i64>(0)? as u64,
                         delivery: r.get(1)?,
-                        frame: r.get(2)?,
+                        frame: r.get::<_, String>(2)?.into(),
                     })
                 })
                 .map_err(err)?
