@@ -191,7 +191,7 @@ impl<'a> Ctx<'a> {
         self.fx
             .new_decisions
             .push(serde_json::to_string(&d).unwrap_or_default());
-        st.engine.push_decision(d);
+        st.engine.push_decision(key, d);
     }
 
     /// Applies one mutation and evaluates what it makes due.

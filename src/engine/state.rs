@@ -271,6 +271,11 @@ impl Decisions {
 
     /// Appends a decision, dropping the oldest beyond [`MAX_DECISIONS`].
     pub fn push(&mut self, x: Decision) {
+        self.push_keyed(campaign_key(&x.campaign), x);
+    }
+
+    /// [`Decisions::push`] with `key` = `campaign_key(x.campaign)` already at hand.
+    pub fn push_keyed(&mut self, key: u64, x: Decision) {
         // Most users have one or two decisions: not the default first allocation of
         // four (~0.7 KB).
         let d = self.0.get_or_insert_with(|| {
@@ -279,7 +284,7 @@ impl Decisions {
                 keys: VecDeque::with_capacity(1),
             })
         });
-        d.keys.push_back(campaign_key(&x.campaign));
+        d.keys.push_back(key);
         d.list.push_back(x);
         while d.list.len() > MAX_DECISIONS {
             d.list.pop_front();
@@ -372,9 +377,10 @@ impl EngineState {
         }
     }
 
-    /// Records a new decision, keeping the most recent ones.
-    pub fn push_decision(&mut self, d: Decision) {
-        self.decisions.push(d);
+    /// Records a new decision, keeping the most recent ones; `key` is
+    /// `campaign_key(d.campaign)`.
+    pub fn push_decision(&mut self, key: u64, d: Decision) {
+        self.decisions.push_keyed(key, d);
     }
 
     /// Marks an engagement as counted; false if it already was.
@@ -469,7 +475,7 @@ mod tests {
         let mut first = decision("c", 1);
         first.cause = Some(cause.clone());
         first.detail = Some(Cow::Borrowed("max_per_user reached"));
-        st.push_decision(first);
+        st.push_decision(campaign_key("c"), first);
         let key = campaign_key("c");
         // The same cause text in another allocation, the same detail text elsewhere.
         let other_cause: Arc<str> = Arc::from("event:e");
