@@ -15,14 +15,15 @@
 #
 # Environment: BECKON_LT_NO_BUILD=1 skips the cargo build; BECKON_LT_PORT picks the
 # gateway port (floor = port + 1; default: a random port in 20000-29999);
-# BECKON_LT_SESSIONS and BECKON_LT_ARGS replace the scenario's SESSIONS and ARGS.
+# BECKON_LT_SESSIONS and BECKON_LT_ARGS replace the scenario's SESSIONS and ARGS;
+# BECKON_LT_CAMPAIGNS replaces CAMPAIGNS (active campaigns put before the run, 0: none).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
-[ $# -ge 1 ] || usage
+[ $# -ge 1 ] && [ "$1" != -h ] && [ "$1" != --help ] || usage
 scenario="$1"; shift
 quick=0; fsync_cfg=""; only=""; durable_floor=0
 while [ $# -gt 0 ]; do
@@ -154,6 +155,29 @@ if [ "$only" != floor ]; then
     echo "curl -X PUT -H 'Authorization: Bearer beckon-dev-admin' http://127.0.0.1:$port/v1/campaigns/lt-campaign -d '$CAMPAIGN'" >> "$cmdlog"
     curl -sf -X PUT -H 'Authorization: Bearer beckon-dev-admin' -H 'content-type: application/json' \
       "http://127.0.0.1:$port/v1/campaigns/lt-campaign" -d "$CAMPAIGN" > /dev/null
+  fi
+  n_extra="${BECKON_LT_CAMPAIGNS:-${CAMPAIGNS:-0}}"
+  if [ "$n_extra" -gt 0 ]; then
+    # EXTRA campaigns (CAMPAIGNS, a scenario setting; BECKON_LT_CAMPAIGNS overrides): the
+    # engine's 1,000-campaign shape (as in benches/engine.rs's event_1k group). Event
+    # triggers over N/10 event names, 10 per name; the 10 on the generator's plain event
+    # (lt_event) are evaluated for every such event and never deliver (their property
+    # filter wants plan "enterprise", the generator sends "pro"); the others listen to
+    # names nobody sends. All PUT over one keep-alive connection (curl -K).
+    extra_cfg="$out/campaigns.curl"
+    : > "$extra_cfg"
+    for i in $(seq 0 $((n_extra - 1))); do
+      ev="lt_x$((i % (n_extra / 10)))"; [ "$((i % (n_extra / 10)))" = 0 ] && ev=lt_event
+      body='{"status":"active","trigger":{"type":"event","event":"EV","where":{"prop":"plan","op":"eq","value":"enterprise"}},"audience":{"conditions":{"attr":"tier","op":"in","value":["gold","silver"]}},"frequency":{"max_per_user":1},"variants":[{"id":"a","message":{"kind":"banner","body":"extra"}}]}'
+      body="${body/EV/$ev}"; body="${body//\"/\\\"}"   # quotes escaped for curl's config
+      [ "$i" -gt 0 ] && echo next >> "$extra_cfg"
+      printf 'url = "http://127.0.0.1:%s/v1/campaigns/lt-x%s"\nrequest = "PUT"\nheader = "Authorization: Bearer beckon-dev-admin"\nheader = "content-type: application/json"\nfail\nsilent\nshow-error\noutput = "/dev/null"\ndata = "%s"\n' \
+        "$port" "$i" "$body" >> "$extra_cfg"
+    done
+    echo "curl -K $extra_cfg   # $n_extra extra campaigns" >> "$cmdlog"
+    t0=$(date +%s%N)
+    curl -K "$extra_cfg"
+    echo "== $n_extra extra campaigns put in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   fi
   echo "beckon-loadgen run --scenario $SCENARIO --mode beckon --url ws://127.0.0.1:$port/v1/ws --sessions $SESSIONS --procs $PROCS --sources $SOURCES --pid <gateway> $ARGS" >> "$cmdlog"
   # The publish scenario checks the gateway too in the quick (CI) run: every session

@@ -205,8 +205,8 @@ pub struct StoreConfig {
     /// fsync every group commit (power-loss safe). Off: safe against process crashes only.
     pub fsync: bool,
     /// Under load, how long the store writer waits for more writes to share a group
-    /// commit, in microseconds (0: never). Only when the writer is busy (a write arrives
-    /// while or just after the previous commit runs); an idle gateway commits at once.
+    /// commit, in microseconds (0: never): a write that arrives within this long of the
+    /// end of the last commit waits for the rest of it; an idle gateway commits at once.
     pub commit_linger_us: u64,
     /// Most the write-ahead log may hold before a checkpoint starts it over, MiB (the
     /// WAL file is kept near this size; see docs/operations.md).

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     /// Writes per group commit.
     pub store_commit_ops: Histogram,
+    /// A write's submit to durable: its wait for the writer plus its group's commit.
+    pub store_write_seconds: Histogram,
     /// RESTART checkpoints (the WAL over its limit): how long each held the writer.
     pub store_wal_restart_seconds: Histogram,
     /// Failed store writes.
@@ -102,6 +104,7 @@ impl Metrics {
             ack_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_commit_ops: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            store_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_wal_restart_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_errors: Counter::default(),
             accept_errors: Counter::default(),
@@ -150,6 +153,11 @@ impl Metrics {
             "store_commit_ops",
             "Writes per group commit",
             m.store_commit_ops.clone(),
+        );
+        registry.register(
+            "store_write_seconds",
+            "A write's submit to durable: its wait for the writer plus its group's commit",
+            m.store_write_seconds.clone(),
         );
         registry.register(
             "store_wal_restart_seconds",

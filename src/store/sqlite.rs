@@ -31,6 +31,8 @@ const MAX_GROUP_OPS: usize = 65536;
 struct Job {
     ops: Vec<WriteOp>,
     done: oneshot::Sender<Result<(), StoreError>>,
+    /// When it was submitted (`store_write_seconds`).
+    at: Instant,
 }
 
 /// SQLite-backed [`Store`].
@@ -182,9 +184,14 @@ impl SqliteStore {
                 // Under load (this write arrived while the last commit ran, or just after)
                 // wait a moment so that more writes share the commit: a commit's cost is
                 // mostly per commit (the fsync, the WAL frames of pages every commit
-                // touches), so bigger groups cut CPU per write. Idle: no wait.
-                if !linger.is_zero() && last_end.is_some_and(|t: Instant| t.elapsed() < linger) {
-                    std::thread::sleep(linger);
+                // touches), so bigger groups cut CPU per write. Idle: no wait. The wait
+                // ends `linger` after the last commit ended, not `linger` after this write
+                // arrived: commits stay at least `linger` apart, and a write that arrives
+                // late in that gap waits only for the rest of it.
+                if let Some(left) = last_end
+                    .and_then(|t: Instant| (t + linger).checked_duration_since(Instant::now()))
+                {
+                    std::thread::sleep(left);
                 }
                 let mut group = vec![first];
                 let mut n = group[0].ops.len();
@@ -203,10 +210,14 @@ impl SqliteStore {
                     .store_commit_seconds
                     .observe(started.elapsed().as_secs_f64());
                 metrics.store_commit_ops.observe(n as f64);
-                last_end = Some(Instant::now());
+                let end = Instant::now();
+                last_end = Some(end);
                 match result {
                     Ok(()) => {
                         for job in group {
+                            metrics
+                                .store_write_seconds
+                                .observe((end - job.at).as_secs_f64());
                             let _ = job.done.send(Ok(()));
                         }
                     }
@@ -759,7 +770,12 @@ impl Store for SqliteStore {
             (Vec::new(), ops)
         };
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Job { ops, done }).is_err() {
+        let job = Job {
+            ops,
+            done,
+            at: Instant::now(),
+        };
+        if self.tx.send(job).is_err() {
             return CommitTicket::ready(Err(StoreError("store is closed".into())));
         }
         let ticket = CommitTicket::new(rx);
