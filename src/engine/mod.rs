@@ -46,6 +46,9 @@ const FANOUT_YIELD_EVERY: usize = 64;
 /// How many users' revocations run at once.
 const FANOUT_CONCURRENCY: usize = 512;
 
+/// One campaign's unseen deliveries: delivery → user.
+type Outstanding = DashMap<String, Arc<str>, foldhash::fast::RandomState>;
+
 /// The engine's shared state.
 pub struct Engine {
     /// The current compiled rule set.
@@ -54,7 +57,8 @@ pub struct Engine {
     pub derive: Arc<Derivations>,
     timers: OnceLock<Timers>,
     /// Unseen deliveries by campaign: delivery → user (for revoke on pause/edit/delete).
-    outstanding: DashMap<String, DashMap<String, Arc<str>>>,
+    /// Keyed by admin-defined campaign ids and server-made delivery ids: foldhash.
+    outstanding: DashMap<String, Outstanding, foldhash::fast::RandomState>,
     /// Serializes definition changes.
     defs: tokio::sync::Mutex<()>,
 }
@@ -85,7 +89,7 @@ impl Engine {
             rules: ArcSwap::from_pointee(Ruleset::default()),
             derive,
             timers: OnceLock::new(),
-            outstanding: DashMap::new(),
+            outstanding: DashMap::default(),
             defs: tokio::sync::Mutex::new(()),
         }
     }
@@ -100,6 +104,12 @@ impl Engine {
     }
 
     fn track_outstanding(&self, campaign: &str, delivery: &str, user: &Arc<str>) {
+        // The campaign's map usually exists: no key copied to find it (a fan-out tracks
+        // thousands of deliveries of one campaign).
+        if let Some(m) = self.outstanding.get(campaign) {
+            m.insert(delivery.to_string(), user.clone());
+            return;
+        }
         self.outstanding
             .entry(campaign.to_string())
             .or_default()
