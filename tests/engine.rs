@@ -334,6 +334,58 @@ async fn a_goal_campaign_published_reaches_every_live_user_who_meets_it() {
     assert_eq!(stats["variants"][0]["delivered"], 30, "{stats}");
 }
 
+/// Writes the store has made durable so far (`beckon_store_write_seconds_count`).
+async fn durable_writes(srv: &TestServer) -> u64 {
+    let text = srv
+        .http()
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("beckon_store_write_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("beckon_store_write_seconds_count in /metrics")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_published_campaign_no_live_user_meets_costs_no_write_per_user() {
+    let srv = engine_server().await;
+    let mut sessions = Vec::new();
+    for i in 0..30 {
+        let (ws, _) = srv.hello_long(&format!("u_none{i}"), json!({})).await;
+        sessions.push(ws);
+    }
+    settle().await;
+    let before = durable_writes(&srv).await;
+    let trig =
+        json!({"type":"goal","conditions":{"event":"never_sent","count":{"op":"gte","value":1}}});
+    srv.put_ok(
+        "/v1/campaigns/nobody",
+        campaign("nobody", trig, banner("never")),
+    )
+    .await;
+    settle().await;
+    // The definition itself is one write; each of the 30 users' evaluations wrote
+    // nothing and was not submitted (it used to be, as an empty barrier).
+    let after = durable_writes(&srv).await;
+    assert!(after - before < 5, "{before} → {after}");
+    for ws in &mut sessions {
+        assert_quiet(ws).await;
+    }
+    // A campaign they do meet still reaches every one of them, durably.
+    let trig = json!({"type":"goal","conditions":{"event":"$session_start","count":{"op":"gte","value":1}}});
+    srv.put_ok("/v1/campaigns/all", campaign("all", trig, banner("hi")))
+        .await;
+    for ws in &mut sessions {
+        assert_eq!(recv_message(ws).await["campaign"], "all");
+    }
+    assert!(durable_writes(&srv).await - after >= 30);
+}
+
 #[tokio::test(start_paused = true)]
 async fn clicked_upgrade_button_with_a_property_filter() {
     let srv = engine_server().await;

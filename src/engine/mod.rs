@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::app::App;
 use crate::clock::Millis;
 use crate::gateway::registry::{self, Session};
-use crate::profile::{Derivations, Mutation, Outcome};
+use crate::profile::{Barrier, Derivations, Mutation, Outcome};
 use crate::store::{StoreError, WriteOp};
 use definitions::{Campaign, Segment, Trigger};
 pub use explain::explain;
@@ -346,7 +346,9 @@ async fn reevaluate_loaded(app: &Arc<App>, change: Change) {
             let mut steps = Vec::with_capacity(chunk.len());
             for (i, u) in chunk.iter().enumerate() {
                 let change = change.clone();
-                match submit(&app, u, None, |ctx, state, ops| {
+                // Nothing answers on a fan-out step: one without writes is not
+                // submitted as a barrier (most users often match nothing).
+                match submit_as(&app, u, None, Barrier::IfWrites, |ctx, state, ops| {
                     ctx.reevaluate(state, change, ops)
                 })
                 .await
@@ -445,12 +447,22 @@ async fn submit<T>(
     session: Option<&Arc<Session>>,
     f: impl FnOnce(&mut decide::Ctx<'_>, &mut crate::profile::UserState, &mut Vec<WriteOp>) -> T,
 ) -> Result<(T, Step), StoreError> {
+    submit_as(app, user, session, Barrier::Always, f).await
+}
+
+async fn submit_as<T>(
+    app: &Arc<App>,
+    user: &str,
+    session: Option<&Arc<Session>>,
+    barrier: Barrier,
+    f: impl FnOnce(&mut decide::Ctx<'_>, &mut crate::profile::UserState, &mut Vec<WriteOp>) -> T,
+) -> Result<(T, Step), StoreError> {
     let rs = app.engine.rules.load_full();
     let now = app.clock.now_ms();
     let mut effects = Effects::default();
     let (out, durable) = app
         .profiles
-        .transact_submit(user, |uid, state, ops| {
+        .transact_submit_as(user, barrier, |uid, state, ops| {
             let mut ctx = decide::Ctx::new(app, &rs, uid, now, session.cloned(), &mut effects);
             ctx.expire_due(state, ops);
             let out = f(&mut ctx, state, ops);
