@@ -11,12 +11,17 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# Incremental artefacts only help an edit-compile loop; here they cost GBs of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "== rust: fmt, clippy, tests"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
-cargo build --bin beckon
+# `cargo test` built target/debug/beckon for the process tests, with the test run's
+# features. A separate `cargo build` would resolve features without the dev-dependencies
+# and compile every dependency a second time.
+[ -x target/debug/beckon ] || { echo "cargo test did not build target/debug/beckon"; exit 1; }
 
 echo "== client-js: unit tests and build"
 cd "$root/client-js"
