@@ -1,7 +1,8 @@
 //! The embedded store: SQLite (bundled) in WAL mode. One writer thread applies submitted
-//! writes in order and commits them in groups (one transaction, one fsync, for everything
-//! queued while the previous commit ran); readers use their own connections, which WAL
-//! lets run beside the writer. Why SQLite over redb: docs/architecture.md.
+//! writes in order and commits them in groups (one transaction for everything queued
+//! while the previous commit ran); a syncer thread fdatasyncs the WAL behind it and
+//! answers the writes once durable; readers use their own connections, which WAL lets
+//! run beside the writer. Why SQLite over redb: docs/architecture.md.
 
 use std::fs::File;
 use std::path::Path;
@@ -161,6 +162,17 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_size_limit", 2 * wal_limit_bytes as i64)
             .map_err(err)?;
         conn.busy_handler(Some(writer_busy)).map_err(err)?;
+        // With fsync on, the writer's own commits do not fsync (`NORMAL`: in WAL mode that
+        // is still crash-consistent); the syncer fdatasyncs the WAL after them and only
+        // then answers their writes, while the writer applies the next group. Every
+        // other connection keeps `FULL` (checkpoints fsync the WAL before copying it).
+        let syncer = if fsync {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err)?;
+            Some(start_syncer(wal_path(&path), metrics.clone()))
+        } else {
+            None
+        };
         let restart = Arc::new(AtomicBool::new(false));
         let checkpointer = start_checkpointer(
             &path,
@@ -210,28 +222,36 @@ impl SqliteStore {
                     .store_commit_seconds
                     .observe(started.elapsed().as_secs_f64());
                 metrics.store_commit_ops.observe(n as f64);
-                let end = Instant::now();
-                last_end = Some(end);
-                match result {
-                    Ok(()) => {
-                        for job in group {
-                            metrics
-                                .store_write_seconds
-                                .observe((end - job.at).as_secs_f64());
-                            let _ = job.done.send(Ok(()));
-                        }
-                    }
+                last_end = Some(Instant::now());
+                let committed = match result {
+                    Ok(()) => group,
                     // One bad write must not fail its neighbours: retry each alone.
                     Err(_) => {
+                        let mut committed = Vec::with_capacity(group.len());
                         for job in group {
-                            let r = commit_group(&mut conn, std::slice::from_ref(&job));
-                            if let Err(e) = &r {
-                                tracing::error!(error = %e, "store write failed");
-                                metrics.store_errors.inc();
+                            match commit_group(&mut conn, std::slice::from_ref(&job)) {
+                                Ok(()) => committed.push(job),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "store write failed");
+                                    metrics.store_errors.inc();
+                                    let _ = job.done.send(Err(e));
+                                }
                             }
-                            let _ = job.done.send(r);
+                        }
+                        committed
+                    }
+                };
+                match &syncer {
+                    Some(syncer) => {
+                        if let Err(unsent) = syncer.send(committed) {
+                            answer(
+                                unsent.0,
+                                Err(StoreError("store syncer stopped".into())),
+                                &metrics,
+                            )
                         }
                     }
+                    None => answer(committed, Ok(()), &metrics),
                 }
             }
         });
@@ -258,6 +278,73 @@ impl SqliteStore {
         rx.await
             .map_err(|_| StoreError("store reader stopped".into()))?
     }
+}
+
+/// Answers committed writes (`store_write_seconds` for those that succeeded).
+fn answer(jobs: Vec<Job>, result: Result<(), StoreError>, metrics: &Metrics) {
+    let end = Instant::now();
+    for job in jobs {
+        if result.is_ok() {
+            metrics
+                .store_write_seconds
+                .observe((end - job.at).as_secs_f64());
+        }
+        let _ = job.done.send(result.clone());
+    }
+}
+
+/// SQLite's write-ahead log beside the database file.
+fn wal_path(db: &Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
+
+/// The syncer (fsync on): makes the writer's committed groups durable with one
+/// `fdatasync` of the WAL for everything committed since the last one, then answers
+/// their writes. The writer commits at `synchronous=NORMAL` and hands each group over,
+/// so it applies the next group while the disk syncs this one; a slow fsync no longer
+/// holds the writer (nor the linger and the apply of the writes queued behind it).
+/// Durability: every frame of a group was written to the WAL before the group was
+/// handed over, so the `fdatasync` that follows covers it; SQLite's recovery keeps
+/// every commit whose frames are on disk. On tokio's blocking pool, as the writer.
+/// Ends when the writer (the sender) ends.
+fn start_syncer(
+    wal: std::path::PathBuf,
+    metrics: Arc<Metrics>,
+) -> std::sync::mpsc::Sender<Vec<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Job>>();
+    tokio::task::spawn_blocking(move || {
+        // Opened at the first sync: the WAL exists once a group was committed. SQLite
+        // deletes it only when its last connection closes, after the store is gone.
+        let mut file: Option<File> = None;
+        while let Ok(mut jobs) = rx.recv() {
+            while let Ok(more) = rx.try_recv() {
+                jobs.extend(more);
+            }
+            let started = Instant::now();
+            let result = match &file {
+                Some(f) => f.sync_data(),
+                None => File::open(&wal).and_then(|f| {
+                    f.sync_data()?;
+                    file = Some(f);
+                    Ok(())
+                }),
+            };
+            metrics
+                .store_sync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let result = result.map_err(|e| {
+                tracing::error!(error = %e, wal = %wal.display(), "WAL fsync failed");
+                metrics.store_errors.inc();
+                // Reopened for the next sync.
+                file = None;
+                StoreError(format!("WAL fsync failed: {e}"))
+            });
+            answer(jobs, result, &metrics);
+        }
+    });
+    tx
 }
 
 /// Locks the data directory for this store (`beckon.lock`, `flock`): one gateway per
@@ -1474,6 +1561,72 @@ mod tests {
             Arc::new(Metrics::new()),
         )
         .unwrap()
+    }
+
+    /// A line of the metrics' text exposition, as a number.
+    fn metric(m: &Metrics, name: &str) -> f64 {
+        let text = m.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    /// With fsync on, the writer commits without syncing and the syncer answers each
+    /// write after an fdatasync of the WAL that followed its commit: writes submitted all
+    /// at once (groups are committed while one syncs) are all answered, after at least one
+    /// sync and never more syncs than commits, and all of them are there after a reopen.
+    /// With fsync off nothing syncs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_fsync_writes_are_answered_after_the_wal_sync() {
+        for fsync in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let metrics = Arc::new(Metrics::new());
+            let open = || {
+                let opts = SqliteOptions {
+                    fsync,
+                    ..Default::default()
+                };
+                SqliteStore::open(dir.path(), opts, metrics.clone()).unwrap()
+            };
+            let s = open();
+            let tickets: Vec<_> = (0..200u64)
+                .map(|i| {
+                    s.submit(vec![WriteOp::Event {
+                        user: format!("u{}", i % 7),
+                        seq: i + 1,
+                        at: 100,
+                        name: "e".into(),
+                        properties: "{}".into(),
+                        id: None,
+                    }])
+                })
+                .collect();
+            let syncs_before_any_answer = metric(&metrics, "beckon_store_sync_seconds_count");
+            for t in tickets {
+                t.wait().await.unwrap();
+            }
+            let syncs = metric(&metrics, "beckon_store_sync_seconds_count");
+            let commits = metric(&metrics, "beckon_store_commit_seconds_count");
+            assert_eq!(metric(&metrics, "beckon_store_write_seconds_count"), 200.0);
+            if fsync {
+                assert!(
+                    syncs >= 1.0 && syncs <= commits,
+                    "{syncs} syncs for {commits} commits"
+                );
+            } else {
+                assert_eq!((syncs_before_any_answer, syncs), (0.0, 0.0));
+            }
+            drop(s);
+            let s = open();
+            let n: i64 = s
+                .read(|c| {
+                    c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+                        .map_err(err)
+                })
+                .await
+                .unwrap();
+            assert_eq!(n, 200, "fsync {fsync}");
+        }
     }
 
     /// Under writes that never pause, a PASSIVE checkpoint never empties the WAL: without
