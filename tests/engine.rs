@@ -152,6 +152,99 @@ async fn pro_without_integration_enters_at_exactly_5_days_while_connected() {
     assert_eq!(user["segments"], json!([]));
 }
 
+/// After it fired, the session's armed deadline is another campaign's (a session
+/// duration, hours away): the next activity, or a track, still re-arms the inactivity
+/// campaign from that moment (it used to wait for the later deadline).
+#[tokio::test(start_paused = true)]
+async fn inactivity_re_arms_after_activity_or_a_track_whatever_else_is_armed() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/campaigns/setup-help",
+        campaign(
+            "setup-help",
+            json!({"type":"inactivity","duration":"5m","page":"/setup*"}),
+            banner("Stuck?"),
+        ),
+    )
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/long-stay",
+        campaign(
+            "long-stay",
+            json!({"type":"session_duration","duration":"8h"}),
+            banner("Long day?"),
+        ),
+    )
+    .await;
+    let (mut ws, _) = srv
+        .hello_long("u_rearm", json!({"page":{"path":"/setup"}}))
+        .await;
+    jump(5 * MIN + Duration::from_secs(1)).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "setup-help");
+    jump(20 * MIN).await;
+    assert_quiet(&mut ws).await;
+    send(&mut ws, json!({"type":"activity","id":"a1"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    jump(5 * MIN + Duration::from_secs(1)).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "setup-help");
+    jump(20 * MIN).await;
+    send(&mut ws, json!({"type":"track","id":"t1","event":"clicked"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    jump(4 * MIN).await;
+    assert_quiet(&mut ws).await;
+    jump(MIN + Duration::from_secs(1)).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "setup-help");
+}
+
+/// A user the gateway has stored but not in memory when a segment is defined: the
+/// definition's fan-out does not reach them, and their stored memberships predate it.
+/// The next step that loads them (a server-side event) evaluates every segment first,
+/// so the event's campaign sees them in its audience; the API shows the membership too.
+#[tokio::test(start_paused = true)]
+async fn a_segment_defined_while_a_user_is_offline_counts_at_their_next_event() {
+    let srv = engine_server().await;
+    let (s, _) = srv
+        .admin(
+            "PATCH",
+            "/v1/users/u_off",
+            Some(json!({"attributes":{"plan":"free"}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    srv.put_ok(
+        "/v1/segments/no-company",
+        json!({"conditions":{"attr":"company","op":"not_exists"}}),
+    )
+    .await;
+    let mut c = campaign(
+        "welcome-back",
+        json!({"type":"event","event":"came_back"}),
+        banner("Welcome back"),
+    );
+    c["audience"] = json!({"segment":"no-company"});
+    srv.put_ok("/v1/campaigns/welcome-back", c).await;
+    let (_, user) = srv.get_user("u_off").await;
+    assert_eq!(user["segments"], json!(["no-company"]));
+    let (_, explain) = srv
+        .admin("GET", "/v1/users/u_off/explain?campaign=welcome-back", None)
+        .await;
+    assert_eq!(explain["audience"]["member"], true, "{explain}");
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_off/events",
+            Some(json!({"events":[{"id":"o1","event":"came_back"}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, explain) = srv
+        .admin("GET", "/v1/users/u_off/explain?campaign=welcome-back", None)
+        .await;
+    assert_eq!(explain["decisions"][0]["outcome"], "pending", "{explain}");
+    let (mut ws, _) = srv.hello_long("u_off", json!({})).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "welcome-back");
+}
+
 #[tokio::test(start_paused = true)]
 async fn entry_while_away_is_found_at_session_start() {
     let srv = engine_server().await;

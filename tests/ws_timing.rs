@@ -190,3 +190,21 @@ async fn detached_session_expires_after_resume_ttl_and_records_session_end() {
         .await;
     assert_eq!(w["resumed"], false, "an expired session is not resumed");
 }
+
+/// Past `resume_ttl` a detached session is not resumed, even before the sweep that ends
+/// it has run (it used to be resumed from memory until then).
+#[tokio::test(start_paused = true)]
+async fn a_session_past_resume_ttl_is_not_resumed_before_the_sweep() {
+    let srv = start_with(|c| c.session.resume_ttl = Duration::from_secs(60)).await;
+    let (ws, welcome) = srv.hello("u_ttl2").await;
+    let session = welcome["session"].as_str().unwrap().to_string();
+    drop(ws);
+    settle().await;
+    advance(Duration::from_secs(61)).await;
+    assert!(srv.app().registry.get(&session).is_some(), "not swept yet");
+    let (_ws, w) = srv
+        .hello_frame(json!({"type":"hello","token":srv.token("u_ttl2", 600),"resume":{"session":session,"last_seq":0}}))
+        .await;
+    assert_eq!(w["resumed"], false);
+    assert_ne!(w["session"].as_str(), Some(session.as_str()));
+}

@@ -126,6 +126,23 @@ pub(crate) fn subject<'s>(
     }
 }
 
+/// The segments the user is in at `now`, evaluated afresh: what the API shows. The
+/// memberships the engine keeps (`EngineState::segments`) are current for users in
+/// memory but may be stale for one just loaded (see `UserState::evaluated`).
+pub(crate) fn segments_now(
+    app: &App,
+    rs: &Ruleset,
+    st: &UserState,
+    now: Millis,
+) -> std::collections::BTreeSet<String> {
+    let s = subject(app, st, now, None, None);
+    rs.segments
+        .values()
+        .filter(|seg| s.eval(&seg.cond))
+        .map(|seg| seg.id.clone())
+        .collect()
+}
+
 impl<'a> Ctx<'a> {
     /// A step for `user` at `now`, caused in `session` (if any).
     pub fn new(

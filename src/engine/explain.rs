@@ -42,6 +42,7 @@ pub async fn explain(
     app.profiles
         .read(user, |st| {
             let subject = super::decide::subject(app, st, now, page.as_deref(), None);
+            let segments = super::decide::segments_now(app, &rs, st, now);
             let mut reasons: Vec<String> = Vec::new();
             if c.status != Status::Active {
                 reasons.push(format!("campaign is {}", status(c.status)));
@@ -53,7 +54,7 @@ pub async fn explain(
             let (audience, in_audience) = match &c.audience {
                 Audience::Everyone => (json!({"kind":"everyone","verdict":true}), true),
                 Audience::Segment(id) => {
-                    let member = st.engine.segments.contains(id);
+                    let member = segments.contains(id);
                     let conditions = rs.segments.get(id).map(|seg| subject.explain(&seg.cond, &seg.raw["conditions"]));
                     (json!({"kind":"segment","segment":id,"member":member,"verdict":member,"conditions":conditions}), member)
                 }
@@ -67,7 +68,7 @@ pub async fn explain(
             }
             let trigger = match &c.trigger {
                 Trigger::SegmentEntry { segment } => {
-                    json!({"type":"segment_entry","segment":segment,"member":st.engine.segments.contains(segment)})
+                    json!({"type":"segment_entry","segment":segment,"member":segments.contains(segment)})
                 }
                 Trigger::GoalCount { event, count } => json!({"type":"goal","event":event,"count":count,
                     "current":st.aggregates.get(event).map(|a| a.count).unwrap_or(0),"fired":st.engine.goals.contains(&c.id)}),

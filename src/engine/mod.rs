@@ -30,6 +30,7 @@ use crate::clock::Millis;
 use crate::gateway::registry::{self, Session};
 use crate::profile::{Barrier, Derivations, Mutation, Outcome};
 use crate::store::{StoreError, WriteOp};
+pub(crate) use decide::segments_now;
 use definitions::{Campaign, Segment, Trigger};
 pub use explain::explain;
 use ruleset::{Change, Ruleset};
@@ -450,11 +451,30 @@ async fn submit<T>(
     submit_as(app, user, session, Barrier::Always, f).await
 }
 
+/// Whether `f` itself evaluates everything (`Change::All`), so a freshly loaded user
+/// needs no catch-up before it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    Before,
+    ByStep,
+}
+
 async fn submit_as<T>(
     app: &Arc<App>,
     user: &str,
     session: Option<&Arc<Session>>,
     barrier: Barrier,
+    f: impl FnOnce(&mut decide::Ctx<'_>, &mut crate::profile::UserState, &mut Vec<WriteOp>) -> T,
+) -> Result<(T, Step), StoreError> {
+    submit_full(app, user, session, barrier, CatchUp::Before, f).await
+}
+
+async fn submit_full<T>(
+    app: &Arc<App>,
+    user: &str,
+    session: Option<&Arc<Session>>,
+    barrier: Barrier,
+    catch_up: CatchUp,
     f: impl FnOnce(&mut decide::Ctx<'_>, &mut crate::profile::UserState, &mut Vec<WriteOp>) -> T,
 ) -> Result<(T, Step), StoreError> {
     let rs = app.engine.rules.load_full();
@@ -465,6 +485,12 @@ async fn submit_as<T>(
         .transact_submit_as(user, barrier, |uid, state, ops| {
             let mut ctx = decide::Ctx::new(app, &rs, uid, now, session.cloned(), &mut effects);
             ctx.expire_due(state, ops);
+            // Loaded from the store for this step: bring its memberships up to date (a
+            // segment defined, or a time crossed, while the user was not in memory)
+            // before the step's own change is evaluated against them.
+            if !std::mem::replace(&mut state.evaluated, true) && catch_up == CatchUp::Before {
+                ctx.reevaluate(state, Change::All, ops);
+            }
             let out = f(&mut ctx, state, ops);
             ctx.finish(state, ops);
             out
@@ -538,14 +564,22 @@ pub async fn session_started(
     mutations: Vec<Mutation>,
     extra: Vec<WriteOp>,
 ) -> Result<Step, StoreError> {
-    let ((), step) = submit(app, &session.user, Some(session), |ctx, state, ops| {
-        ops.extend(extra);
-        for m in mutations {
-            ctx.apply_mutation(state, m, ops);
-        }
-        ctx.reevaluate(state, Change::All, ops);
-        ctx.flush_pending(state, ops);
-    })
+    let catch_up = CatchUp::ByStep;
+    let ((), step) = submit_full(
+        app,
+        &session.user,
+        Some(session),
+        Barrier::Always,
+        catch_up,
+        |ctx, state, ops| {
+            ops.extend(extra);
+            for m in mutations {
+                ctx.apply_mutation(state, m, ops);
+            }
+            ctx.reevaluate(state, Change::All, ops);
+            ctx.flush_pending(state, ops);
+        },
+    )
     .await?;
     arm_session(app, session);
     Ok(step)
@@ -565,11 +599,27 @@ pub async fn engage(
     .await
 }
 
-/// The user was active in `session` (track, page, activity): arm its inactivity timers
-/// if none is armed, or if the page changed.
+/// The user was active in `session` (track, page, activity): re-arm its inactivity
+/// timers when the page changed, when none is armed, or when the one armed is later than
+/// an inactivity deadline counted from now could be (it may be another campaign's, e.g.
+/// a session-duration deadline, set after this campaign fired). An armed deadline that
+/// is earlier is left alone: when it comes, `arm_session` counts from the last activity.
 pub fn activity(app: &App, session: &Session, page_changed: bool) {
-    let armed = session.core.lock().timer_at.is_some();
-    if page_changed || !armed {
+    let Some(armed) = session.core.lock().timer_at else {
+        return arm_session(app, session);
+    };
+    let soonest = || {
+        let rs = app.engine.rules.load();
+        rs.session_timed
+            .iter()
+            .filter_map(|c| match &c.trigger {
+                Trigger::Inactivity { dur, .. } => Some(*dur),
+                _ => None,
+            })
+            .min()
+            .map(|dur| app.clock.now_ms() + dur)
+    };
+    if page_changed || soonest().is_some_and(|at| at < armed) {
         arm_session(app, session);
     }
 }

@@ -209,12 +209,13 @@ where
     // Resume: only a session of the same user, not expired, live or persisted.
     let mut resumed = None;
     if let Some(r) = &resume {
+        let ttl = app.cfg.session.resume_ttl.as_millis() as i64;
         let found = match app.registry.get(&r.session) {
+            // Detached past `resume_ttl`: expired, even before the sweep ends it.
+            Some(s) if s.core.lock().detached_at.is_some_and(|t| t + ttl < now) => None,
             Some(s) => Some(s),
             None => match app.store.load_session(&r.session).await {
-                Ok(Some(rec))
-                    if rec.updated_at + app.cfg.session.resume_ttl.as_millis() as i64 >= now =>
-                {
+                Ok(Some(rec)) if rec.updated_at + ttl >= now => {
                     let s = Arc::new(Session::from_record(rec));
                     app.registry.insert(s.clone());
                     Some(s)
@@ -726,6 +727,7 @@ impl Conn {
                     event,
                     properties,
                 } => {
+                    active = true;
                     self.touch();
                     mutation_ids.push(id.clone());
                     mutations.push(Mutation::Event {

@@ -30,9 +30,12 @@ pub fn check_user_id(id: &str) -> Result<(), ApiError> {
 
 /// The user as the API shows it.
 async fn user_view(app: &App, id: &str) -> Result<Option<Value>, ApiError> {
+    let rs = app.engine.rules.load_full();
     let view = app
         .profiles
         .read(id, |s| {
+            let now = app.clock.now_ms();
+            let segments = crate::engine::segments_now(app, &rs, s, now);
             let mut aggregates = Map::new();
             let mut engagement = Map::new();
             for (name, a) in &s.aggregates {
@@ -47,8 +50,8 @@ async fn user_view(app: &App, id: &str) -> Result<Option<Value>, ApiError> {
                     }
                 }
             }
-            let activity = crate::profile::activity_at(s.activity, app.clock.now_ms(), app.engine.derive.half_life);
-            json!({"attributes": s.attributes, "aggregates": aggregates, "segments": s.engine.segments,
+            let activity = crate::profile::activity_at(s.activity, now, app.engine.derive.half_life);
+            json!({"attributes": s.attributes, "aggregates": aggregates, "segments": segments,
                    "engagement": engagement, "activity": (activity * 100.0).round() / 100.0})
         })
         .await?;

@@ -191,6 +191,11 @@ pub struct UserState {
     /// Boxed and created on the first id: most users in memory never send one.
     dedup: Option<Box<Dedup>>,
     exists: bool,
+    /// Whether the engine evaluated every segment and campaign for this state since it
+    /// was loaded. The stored memberships may predate a definition change or a time
+    /// crossing that happened while the user was not in memory (a definition's fan-out
+    /// and the time-crossing timers reach only users in memory).
+    pub evaluated: bool,
     /// The seq of the user's last stored event.
     event_seq: u64,
     /// The event seq the stored aggregates snapshot includes.
