@@ -131,11 +131,13 @@ mod tests {
         let ids: Vec<&str> = segments.iter().map(|(id, _)| *id).collect();
         for (id, body) in &segments {
             crate::engine::definitions::parse_segment(id, body).unwrap();
+            crate::engine::definitions::check_keys("segment", body).unwrap();
         }
         let mut kinds = std::collections::HashSet::new();
         for (id, body) in &campaigns {
             let c = crate::engine::definitions::parse_campaign(id, body, &|s| ids.contains(&s))
                 .unwrap();
+            crate::engine::definitions::check_keys("campaign", body).unwrap();
             kinds.insert(c.trigger.kind());
         }
         assert_eq!(

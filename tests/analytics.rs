@@ -112,6 +112,11 @@ async fn scripted_scenario_gives_exact_stats_and_survives_restart() {
                 json!({"type":"engage","id":"clk2","delivery":d,"action":"click","button":"yes"}),
             )
             .await;
+            send(
+                &mut ws,
+                json!({"type":"engage","id":"clk3","delivery":d,"action":"click","button":"no"}),
+            )
+            .await;
         }
         if plan.dismiss {
             send(
@@ -183,9 +188,10 @@ async fn scripted_scenario_gives_exact_stats_and_survives_restart() {
     assert_eq!(a["impressions"], 5, "duplicate impressions count once");
     assert_eq!(
         a["clicks"], 2,
-        "a repeated click on the same button counts once"
+        "a delivery's clicks count once, on however many buttons, however often"
     );
     assert_eq!(a["clicks_by_button"]["yes"], 2);
+    assert_eq!(a["clicks_by_button"]["no"], 2);
     assert_eq!(a["dismissals"], 2);
     assert_eq!(
         a["conversions"], 2,

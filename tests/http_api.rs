@@ -218,10 +218,28 @@ async fn bodies_over_the_limit_get_413() {
 }
 
 #[tokio::test]
-async fn unknown_routes_are_json_404() {
+async fn unknown_routes_are_json_404_and_wrong_methods_json_405() {
     let srv = start().await;
     let (s, b) = body(reqwest::get(srv.url("/v1/nothing-here")).await.unwrap()).await;
     assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")));
+    let c = srv.http();
+    for (method, path) in [
+        (reqwest::Method::POST, "/v1/segments"),
+        (reqwest::Method::PATCH, "/v1/campaigns/x"),
+        (reqwest::Method::DELETE, "/v1/users/u"),
+    ] {
+        let r = c
+            .request(method.clone(), srv.url(path))
+            .send()
+            .await
+            .unwrap();
+        let (s, b) = body(r).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -309,7 +327,12 @@ async fn segment_calls_reject_bad_keys_and_payloads() {
         (
             "/v1/track",
             json!({"userId":"u","event":"e","timestamp":"soon"}),
-            "body.at",
+            "body.timestamp",
+        ),
+        (
+            "/v1/track",
+            json!({"userId":"u","event":"e","messageId":42}),
+            "body.messageId",
         ),
         (
             "/v1/identify",

@@ -850,9 +850,24 @@ impl<'a> Ctx<'a> {
             EngageAction::Click => Did::Click,
             EngageAction::Dismiss => Did::Dismiss,
         };
+        // Each button's clicks count once per delivery; the delivery's clicks (the
+        // click-through's numerator) once, whichever buttons were clicked: two buttons of
+        // one message clicked made a click-through of 2 (clicks per impression).
+        if action == EngageAction::Click && st.engine.first_time(format!("{}:click:{button}", d.id))
+        {
+            self.dirty = true;
+            let per_button = format!("click:{button}");
+            ops.push(analytics::count(
+                &d.campaign,
+                &d.variant,
+                &per_button,
+                self.user,
+                self.now,
+            ));
+        }
         if st
             .engine
-            .first_time(format!("{}:{}:{}", d.id, action.as_str(), button))
+            .first_time(format!("{}:{}:", d.id, action.as_str()))
         {
             self.dirty = true;
             let m = match action {
@@ -867,16 +882,6 @@ impl<'a> Ctx<'a> {
                 self.user,
                 self.now,
             ));
-            if action == EngageAction::Click {
-                let per_button = format!("click:{button}");
-                ops.push(analytics::count(
-                    &d.campaign,
-                    &d.variant,
-                    &per_button,
-                    self.user,
-                    self.now,
-                ));
-            }
             st.count(
                 self.user,
                 engagement_key(&d.campaign, did),

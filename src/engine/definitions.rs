@@ -354,6 +354,115 @@ pub fn stable_hash(user: &str, campaign: &str) -> u64 {
     h ^ (h >> 31)
 }
 
+/// Refuses unknown keys where a typo would silently change a definition's meaning
+/// (`"witin"` in a condition made a windowed count a lifetime one; `"max_per_usr"` left a
+/// campaign uncapped): inside conditions, and in a campaign's trigger, audience,
+/// frequency, schedule and goal. The top level and messages may carry extra keys (kept
+/// and ignored: tooling often adds a description or tags). Checked on PUT, after the
+/// definition parsed, so definitions stored by an earlier version load as before.
+pub fn check_keys(kind: &str, body: &Value) -> Result<(), CondError> {
+    let Value::Object(b) = body else {
+        return Ok(());
+    };
+    if kind == "segment" {
+        return b
+            .get("conditions")
+            .map_or(Ok(()), |c| cond_keys(c, "conditions"));
+    }
+    if let Some(Value::Object(t)) = b.get("trigger") {
+        let allowed: &[&str] = match t.get("type").and_then(Value::as_str) {
+            Some("event") => &["type", "event", "where"],
+            Some("inactivity") => &["type", "duration", "page"],
+            Some("session_duration") => &["type", "duration"],
+            Some("segment_entry") => &["type", "segment"],
+            Some("goal") => &["type", "event", "count", "conditions"],
+            _ => return Ok(()),
+        };
+        only(t, "trigger", allowed)?;
+        if let Some(w) = t.get("where") {
+            cond_keys(w, "trigger.where")?;
+        }
+        if let Some(c) = t.get("conditions") {
+            cond_keys(c, "trigger.conditions")?;
+        }
+    }
+    if let Some(Value::Object(a)) = b.get("audience") {
+        only(a, "audience", &["segment", "conditions"])?;
+        if let Some(c) = a.get("conditions") {
+            cond_keys(c, "audience.conditions")?;
+        }
+    }
+    for (key, allowed) in [
+        (
+            "frequency",
+            &["max_per_user", "max_per_session", "min_interval"][..],
+        ),
+        ("schedule", &["start", "end"][..]),
+        ("goal", &["event", "within"][..]),
+    ] {
+        if let Some(Value::Object(o)) = b.get(key) {
+            only(o, key, allowed)?;
+        }
+    }
+    Ok(())
+}
+
+/// A condition node's keys, by its kind (the first kind key present, in the order
+/// `condition::compile` reads them), recursively.
+fn cond_keys(v: &Value, path: &str) -> Result<(), CondError> {
+    const KINDS: [(&str, &[&str]); 9] = [
+        ("all", &["all"]),
+        ("any", &["any"]),
+        ("not", &["not"]),
+        ("prop", &["prop", "op", "value"]),
+        ("page", &["page"]),
+        ("attr", &["attr", "op", "value"]),
+        ("since", &["since", "op", "value"]),
+        ("event", &["event", "where", "within", "count", "last_seen"]),
+        ("campaign", &["campaign", "did", "count"]),
+    ];
+    let Value::Object(o) = v else {
+        return Ok(());
+    };
+    let Some((kind, allowed)) = KINDS.iter().find(|(k, _)| o.contains_key(*k)) else {
+        return Ok(());
+    };
+    only(o, path, allowed)?;
+    match *kind {
+        "all" | "any" => {
+            if let Some(Value::Array(items)) = o.get(*kind) {
+                for (i, c) in items.iter().enumerate() {
+                    cond_keys(c, &format!("{path}.{kind}[{i}]"))?;
+                }
+            }
+        }
+        "not" => cond_keys(&o["not"], &format!("{path}.not"))?,
+        "event" => {
+            if let Some(w) = o.get("where") {
+                cond_keys(w, &format!("{path}.where"))?;
+            }
+        }
+        _ => {}
+    }
+    // The {op, value} objects inside a node.
+    for key in ["page", "count", "last_seen"] {
+        if let Some(Value::Object(inner)) = o.get(key) {
+            only(inner, &format!("{path}.{key}"), &["op", "value"])?;
+        }
+    }
+    Ok(())
+}
+
+fn only(o: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), CondError> {
+    match o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(err(
+            &format!("{path}.{k}"),
+            format!("unknown key `{k}`: expected {}", allowed.join(", ")),
+        )),
+    }
+}
+
 /// Looks up whether a segment id exists (for reference checks).
 pub type SegmentExists<'a> = &'a dyn Fn(&str) -> bool;
 
@@ -875,6 +984,72 @@ mod tests {
         let attrs = json!({"first_name":"Ada"}).as_object().unwrap().clone();
         let m = c.variants[0].message.as_ref().unwrap().render(&attrs);
         assert_eq!(m["body"], "Hi Ada, it takes two minutes.");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_where_they_would_change_the_meaning() {
+        let keys = |f: &dyn Fn(&mut Value)| {
+            let mut v = seed();
+            f(&mut v);
+            check_keys("campaign", &v).err().map(|e| e.path)
+        };
+        assert_eq!(keys(&|_| {}), None, "the contract's example");
+        assert_eq!(keys(&|v| v["description"] = json!("x")), None, "top level");
+        assert_eq!(
+            keys(&|v| v["variants"][0]["message"]["x"] = json!(1)),
+            None,
+            "messages"
+        );
+        assert_eq!(
+            keys(&|v| v["frequency"]["max_per_usr"] = json!(1)).as_deref(),
+            Some("frequency.max_per_usr")
+        );
+        assert_eq!(
+            keys(&|v| v["goal"]["witin"] = json!("1d")).as_deref(),
+            Some("goal.witin")
+        );
+        assert_eq!(
+            keys(&|v| v["schedule"]["stop"] = json!(null)).as_deref(),
+            Some("schedule.stop")
+        );
+        assert_eq!(
+            keys(&|v| v["trigger"]["page"] = json!("/x")).as_deref(),
+            Some("trigger.page")
+        );
+        assert_eq!(
+            keys(&|v| {
+                v["audience"] = json!({"conditions":{"all":[
+                    {"attr":"plan","op":"eq","value":"pro"},
+                    {"event":"e","count":{"op":"gte","value":1},"witin":"30d"}]}})
+            })
+            .as_deref(),
+            Some("audience.conditions.all[1].witin")
+        );
+        assert_eq!(
+            keys(&|v| {
+                v["trigger"] = json!({"type":"event","event":"e",
+                    "where":{"not":{"prop":"p","op":"eq","value":1,"vaule":2}}})
+            })
+            .as_deref(),
+            Some("trigger.where.not.vaule")
+        );
+        let seg = |c: Value| {
+            check_keys("segment", &json!({"conditions": c}))
+                .err()
+                .map(|e| e.path)
+        };
+        assert_eq!(
+            seg(json!({"event":"e","last_seen":{"op":"gte","value":"1d","unit":"d"}})).as_deref(),
+            Some("conditions.last_seen.unit")
+        );
+        assert_eq!(
+            seg(json!({"all":[{"attr":"a","op":"exists"}],"any":[]})).as_deref(),
+            Some("conditions.any")
+        );
+        assert_eq!(
+            seg(json!({"campaign":"c","did":"click","count":{"op":"gte","value":1}})),
+            None
+        );
     }
 
     #[test]

@@ -199,6 +199,7 @@ fn current_lists(rs: &Ruleset) -> (Vec<Arc<Segment>>, Vec<Arc<Campaign>>) {
 /// `PUT /v1/segments/{id}`: validates, saves, and re-evaluates every loaded user.
 pub async fn put_segment(app: &Arc<App>, id: &str, body: &Value) -> Result<Value, DefError> {
     let seg = Arc::new(definitions::parse_segment(id, body).map_err(DefError::Invalid)?);
+    definitions::check_keys("segment", body).map_err(DefError::Invalid)?;
     let _guard = app.engine.defs.lock().await;
     save_definition(app, "segment", id, Some(&seg.raw)).await?;
     let (mut segs, camps) = current_lists(&app.engine.rules.load());
@@ -254,6 +255,7 @@ pub async fn put_campaign(app: &Arc<App>, id: &str, body: &Value) -> Result<Valu
         definitions::parse_campaign(id, body, &|s| rs.segments.contains_key(s))
             .map_err(DefError::Invalid)?,
     );
+    definitions::check_keys("campaign", body).map_err(DefError::Invalid)?;
     let changed = rs.campaigns.get(id).is_none_or(|old| old.raw != camp.raw);
     if !changed {
         return Ok(camp.raw.clone());

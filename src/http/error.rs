@@ -59,6 +59,16 @@ impl ApiError {
         }
     }
 
+    /// 405: the route exists, not with this method.
+    pub fn method_not_allowed() -> Self {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: "this route does not take that method".into(),
+            path: None,
+        }
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError {

@@ -13,11 +13,18 @@ use axum::Json;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+use super::users::EventKeys;
 use super::users::{
     apply_events, bounded_array, check_attributes, check_event, check_user_id, ServerEvent,
 };
 use super::{constant_time_eq, ApiError, JsonBody};
 use crate::app::App;
+
+/// Segment's names for an event's id and time (for error paths).
+const SEGMENT_KEYS: EventKeys = EventKeys {
+    id: "messageId",
+    at: "timestamp",
+};
 use crate::profile::Mutation;
 
 fn require_write_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -103,6 +110,7 @@ fn parse_call(app: &App, v: &Value, kind: &str, path: &str) -> Result<Call, ApiE
             check_event(
                 app,
                 path,
+                &SEGMENT_KEYS,
                 message_id,
                 v.get("event"),
                 v.get("properties"),
@@ -133,7 +141,15 @@ fn parse_call(app: &App, v: &Value, kind: &str, path: &str) -> Result<Call, ApiE
             let name = Value::String("$page_view".into());
             Ok(Call::Event(
                 uid,
-                check_event(app, path, message_id, Some(&name), Some(&props), timestamp)?,
+                check_event(
+                    app,
+                    path,
+                    &SEGMENT_KEYS,
+                    message_id,
+                    Some(&name),
+                    Some(&props),
+                    timestamp,
+                )?,
             ))
         }
         _ => {

@@ -169,10 +169,21 @@ pub struct ServerEvent {
     pub at: Option<i64>,
 }
 
+/// What a door calls an event's id and time, for error paths: the REST API's `id` and
+/// `at`, Segment's `messageId` and `timestamp`.
+pub struct EventKeys {
+    pub id: &'static str,
+    pub at: &'static str,
+}
+
+/// The REST API's names.
+pub const REST_KEYS: EventKeys = EventKeys { id: "id", at: "at" };
+
 /// Validates an event name, properties and timestamp from a trusted door.
 pub fn check_event(
     app: &App,
     path: &str,
+    keys: &EventKeys,
     id: Option<&Value>,
     name: Option<&Value>,
     props: Option<&Value>,
@@ -187,7 +198,7 @@ pub fn check_event(
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                format!("{path}.id"),
+                format!("{path}.{}", keys.id),
                 "must be a non-empty string of at most 256 bytes",
             ))
         }
@@ -224,12 +235,15 @@ pub fn check_event(
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
             let t = parse_rfc3339(s).ok_or_else(|| {
-                ApiError::invalid(format!("{path}.at"), "must be an RFC 3339 timestamp")
+                ApiError::invalid(
+                    format!("{path}.{}", keys.at),
+                    "must be an RFC 3339 timestamp",
+                )
             })?;
             // Clock skew is tolerated; events from the far future are not.
             if t > app.clock.now_ms() + 300_000 {
                 return Err(ApiError::invalid(
-                    format!("{path}.at"),
+                    format!("{path}.{}", keys.at),
                     "more than 5 minutes in the future",
                 ));
             }
@@ -237,7 +251,7 @@ pub fn check_event(
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                format!("{path}.at"),
+                format!("{path}.{}", keys.at),
                 "must be an RFC 3339 timestamp string",
             ))
         }
@@ -304,6 +318,7 @@ pub async fn post_events(
         events.push(check_event(
             &app,
             &path,
+            &REST_KEYS,
             item.get("id"),
             item.get("event"),
             item.get("properties"),
