@@ -103,7 +103,9 @@ impl Authenticator {
         let user = claims
             .sub
             .filter(|s| !s.is_empty() && s.len() <= 256)
-            .ok_or_else(|| AuthError::Invalid("`sub` (user id) is missing or empty".into()))?;
+            .ok_or_else(|| {
+                AuthError::Invalid("`sub` (user id) is missing, empty or over 256 bytes".into())
+            })?;
         if let Some(exp) = claims.exp {
             if self.clock.now_secs() > exp + self.leeway_secs {
                 return Err(AuthError::Expired);
