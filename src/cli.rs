@@ -94,6 +94,9 @@ struct TokenArgs {
     /// HS256 secret (same flag/env as serve)
     #[arg(long, env = "BECKON_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// TOML config file whose `[jwt] secret` signs, when no --jwt-secret is given
+    #[arg(long, env = "BECKON_CONFIG")]
+    config: Option<PathBuf>,
     /// Use the dev secret
     #[arg(long, env = "BECKON_DEV", value_parser = clap::builder::BoolishValueParser::new())]
     dev: bool,
@@ -193,11 +196,22 @@ pub fn parse_attr(s: &str) -> Result<(String, Value), String> {
 }
 
 fn token(args: TokenArgs) -> Result<String, String> {
-    let secret = match (args.jwt_secret, args.dev) {
+    let from_file = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Config::from_toml(&text)?.jwt.secret
+        }
+        None => None,
+    };
+    let secret = match (args.jwt_secret.or(from_file), args.dev) {
         (Some(s), _) => s,
         (None, true) => DEV_JWT_SECRET.to_string(),
         (None, false) => {
-            return Err("a secret is needed: --jwt-secret / BECKON_JWT_SECRET, or --dev".into())
+            return Err(
+                "a secret is needed: --jwt-secret / BECKON_JWT_SECRET, `[jwt] secret` in --config, or --dev"
+                    .into(),
+            )
         }
     };
     let ttl = crate::duration::parse(&args.ttl)?;
@@ -287,6 +301,30 @@ mod tests {
         assert_eq!(cfg.jwt.secret.as_deref(), Some(DEV_JWT_SECRET));
         let missing = ServeArgs::default().into_config().unwrap_err();
         assert!(missing.contains("JWT secret"), "{missing}");
+    }
+
+    #[test]
+    fn token_takes_the_secret_from_the_flag_then_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("beckon.toml");
+        std::fs::write(&file, "[jwt]\nsecret = \"from-file\"\n").unwrap();
+        let args = |jwt_secret: Option<&str>, config: Option<PathBuf>| TokenArgs {
+            user: "u_1".into(),
+            attrs: vec![],
+            ttl: "1h".into(),
+            jwt_secret: jwt_secret.map(str::to_string),
+            config,
+            dev: false,
+        };
+        let signed_with = |t: &str, secret: &str| {
+            let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+            jsonwebtoken::decode::<Value>(t, &key, &jsonwebtoken::Validation::default()).is_ok()
+        };
+        let t = token(args(None, Some(file.clone()))).unwrap();
+        assert!(signed_with(&t, "from-file"));
+        let t = token(args(Some("from-flag"), Some(file))).unwrap();
+        assert!(signed_with(&t, "from-flag"));
+        assert!(token(args(None, None)).unwrap_err().contains("--config"));
     }
 
     #[test]

@@ -29,6 +29,35 @@ fn campaign(id: &str, trigger: Value, message: Value) -> Value {
     json!({"id":id,"name":id,"status":"active","trigger":trigger,"variants":[{"id":"a","weight":1,"message":message}]})
 }
 
+/// A server-side `event` for `user`, who has no session, triggers `campaign`: the
+/// delivery is pending, and the user's next session receives it. Returns that session.
+async fn pending_until_next_session(
+    srv: &TestServer,
+    user: &str,
+    event: &str,
+    campaign: &str,
+) -> Ws {
+    let (s, _) = srv
+        .admin(
+            "POST",
+            &format!("/v1/users/{user}/events"),
+            Some(json!({"events":[{"id":format!("{event}-1"),"event":event}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, ex) = srv
+        .admin(
+            "GET",
+            &format!("/v1/users/{user}/explain?campaign={campaign}"),
+            None,
+        )
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "pending", "{ex}");
+    let (mut ws, _) = srv.hello_long(user, json!({})).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], campaign);
+    ws
+}
+
 #[tokio::test(start_paused = true)]
 async fn inactive_5_minutes_on_the_setup_page() {
     let srv = engine_server().await;
@@ -229,20 +258,7 @@ async fn a_segment_defined_while_a_user_is_offline_counts_at_their_next_event() 
         .admin("GET", "/v1/users/u_off/explain?campaign=welcome-back", None)
         .await;
     assert_eq!(explain["audience"]["member"], true, "{explain}");
-    let (s, _) = srv
-        .admin(
-            "POST",
-            "/v1/users/u_off/events",
-            Some(json!({"events":[{"id":"o1","event":"came_back"}]})),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let (_, explain) = srv
-        .admin("GET", "/v1/users/u_off/explain?campaign=welcome-back", None)
-        .await;
-    assert_eq!(explain["decisions"][0]["outcome"], "pending", "{explain}");
-    let (mut ws, _) = srv.hello_long("u_off", json!({})).await;
-    assert_eq!(recv_message(&mut ws).await["campaign"], "welcome-back");
+    pending_until_next_session(&srv, "u_off", "came_back", "welcome-back").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -712,20 +728,7 @@ async fn deliveries_for_users_away_wait_for_their_next_session() {
         ),
     )
     .await;
-    let (s, _) = srv
-        .admin(
-            "POST",
-            "/v1/users/u_later/events",
-            Some(json!({"events":[{"id":"i1","event":"invoice_paid"}]})),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let (_, ex) = srv
-        .admin("GET", "/v1/users/u_later/explain?campaign=srv", None)
-        .await;
-    assert_eq!(ex["decisions"][0]["outcome"], "pending");
-    let (mut ws, _) = srv.hello_long("u_later", json!({})).await;
-    assert_eq!(recv_message(&mut ws).await["campaign"], "srv");
+    pending_until_next_session(&srv, "u_later", "invoice_paid", "srv").await;
 }
 
 #[tokio::test(start_paused = true)]

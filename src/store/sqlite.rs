@@ -1355,13 +1355,7 @@ mod tests {
         );
         s.submit(vec![prune(11)]).wait().await.unwrap();
         assert!(s.load_session("s1").await.unwrap().is_none());
-        let rows: i64 = s
-            .read(|c| {
-                c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
-                    .map_err(err)
-            })
-            .await
-            .unwrap();
+        let rows = rows(&s, "outbox").await;
         assert_eq!(rows, 0);
     }
 
@@ -1563,6 +1557,16 @@ mod tests {
         .unwrap()
     }
 
+    /// The rows of a table.
+    async fn rows(s: &SqliteStore, table: &'static str) -> i64 {
+        s.read(move |c| {
+            c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .map_err(err)
+        })
+        .await
+        .unwrap()
+    }
+
     /// A line of the metrics' text exposition, as a number.
     fn metric(m: &Metrics, name: &str) -> f64 {
         let text = m.render();
@@ -1618,13 +1622,7 @@ mod tests {
             }
             drop(s);
             let s = open();
-            let n: i64 = s
-                .read(|c| {
-                    c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-                        .map_err(err)
-                })
-                .await
-                .unwrap();
+            let n = rows(&s, "events").await;
             assert_eq!(n, 200, "fsync {fsync}");
         }
     }
@@ -1649,13 +1647,7 @@ mod tests {
             "the WAL reached {largest} bytes with a {limit}-byte limit"
         );
         // Nothing written was lost on the way.
-        let n: i64 = s
-            .read(|c| {
-                c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-                    .map_err(err)
-            })
-            .await
-            .unwrap();
+        let n = rows(&s, "events").await;
         assert_eq!(n, 600 * 20);
     }
 
