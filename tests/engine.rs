@@ -856,3 +856,193 @@ async fn definitions_survive_a_restart() {
     .await;
     assert_eq!(recv_message(&mut ws).await["campaign"], "c");
 }
+
+/// A delivery waiting for a user with no session (pending) is withdrawn for good when
+/// its campaign is paused: the next session does not receive it. (The withdrawal was
+/// kept only in memory, so a user not in memory got it back at the next load.)
+#[tokio::test(start_paused = true)]
+async fn pausing_revokes_a_pending_delivery_for_good() {
+    let srv = engine_server().await;
+    let mut c = campaign(
+        "later",
+        json!({"type":"event","event":"paid"}),
+        banner("Thanks"),
+    );
+    srv.put_ok("/v1/campaigns/later", c.clone()).await;
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_pp/events",
+            Some(json!({"events":[{"id":"p1","event":"paid"}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    c["status"] = json!("paused");
+    srv.put_ok("/v1/campaigns/later", c).await;
+    let (mut ws, _) = srv.hello_long("u_pp", json!({})).await;
+    assert_quiet(&mut ws).await;
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_pp/explain?campaign=later", None)
+        .await;
+    let outcomes: Vec<&str> = ex["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["revoked", "pending"], "{ex}");
+}
+
+/// A pending delivery that expires is recorded once, however often its user is loaded
+/// afterwards, and gives its cap slot back.
+#[tokio::test(start_paused = true)]
+async fn a_pending_delivery_expires_once() {
+    let srv = engine_server().await;
+    let mut c = campaign(
+        "brief",
+        json!({"type":"event","event":"ping"}),
+        banner("Soon gone"),
+    );
+    c["expires_after"] = json!("1h");
+    c["frequency"] = json!({"max_per_user":1});
+    srv.put_ok("/v1/campaigns/brief", c).await;
+    let event = |id: &str| json!({"events":[{"id":id,"event":"other"}]});
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_exp1/events",
+            Some(json!({"events":[{"id":"x1","event":"ping"}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    jump(2 * 60 * MIN).await;
+    for id in ["y1", "y2"] {
+        let (s, _) = srv
+            .admin("POST", "/v1/users/u_exp1/events", Some(event(id)))
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_exp1/explain?campaign=brief", None)
+        .await;
+    let expired = ex["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["outcome"] == "expired")
+        .count();
+    assert_eq!(expired, 1, "{ex}");
+    assert_eq!(ex["caps"]["max_per_user"]["reserved"], 0, "{ex}");
+}
+
+/// What waited for the next session obeys the session's rules: one modal at a time, and
+/// max_per_session.
+#[tokio::test(start_paused = true)]
+async fn pending_deliveries_keep_one_modal_at_a_time_and_max_per_session() {
+    let srv = engine_server().await;
+    let modal = |t: &str| json!({"kind":"modal","title":t,"body":"b"});
+    srv.put_ok(
+        "/v1/campaigns/m1",
+        campaign("m1", json!({"type":"event","event":"e1"}), modal("one")),
+    )
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/m2",
+        campaign("m2", json!({"type":"event","event":"e2"}), modal("two")),
+    )
+    .await;
+    let mut b = campaign("b1", json!({"type":"event","event":"e3"}), banner("b"));
+    b["frequency"] = json!({"max_per_session":1});
+    srv.put_ok("/v1/campaigns/b1", b).await;
+    let events: Vec<_> = ["e1", "e2", "e3", "e3"]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"id":format!("k{i}"),"event":e}))
+        .collect();
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_pm/events",
+            Some(json!({"events": events})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (mut ws, _) = srv.hello_long("u_pm", json!({})).await;
+    let mut got = vec![
+        recv_message(&mut ws).await["campaign"].to_string(),
+        recv_message(&mut ws).await["campaign"].to_string(),
+    ];
+    assert_quiet(&mut ws).await;
+    got.sort();
+    assert_eq!(got, ["\"b1\"", "\"m1\""]);
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_pm/explain?campaign=m2", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "modal_busy", "{ex}");
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_pm/explain?campaign=b1", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "capped", "{ex}");
+}
+
+/// A conversion is engagement the moment it happens: a segment over `did: convert`
+/// is entered at once and its segment_entry campaign fires in the same session. A goal
+/// event that happened before the impression (sent late, with `at`) converts nothing.
+#[tokio::test(start_paused = true)]
+async fn a_conversion_enters_segments_at_once_and_is_timed_by_the_event() {
+    let srv = engine_server().await;
+    let mut promo = campaign(
+        "promo",
+        json!({"type":"event","event":"look"}),
+        banner("Buy"),
+    );
+    promo["goal"] = json!({"event":"buy","within":"1h"});
+    srv.put_ok("/v1/campaigns/promo", promo).await;
+    srv.put_ok(
+        "/v1/segments/buyers",
+        json!({"conditions":{"campaign":"promo","did":"convert","count":{"op":"gte","value":1}}}),
+    )
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/thanks",
+        campaign(
+            "thanks",
+            json!({"type":"segment_entry","segment":"buyers"}),
+            banner("Thanks for buying"),
+        ),
+    )
+    .await;
+    let (mut ws, _) = srv.hello_long("u_conv", json!({})).await;
+    send(&mut ws, json!({"type":"track","id":"l1","event":"look"})).await;
+    let m = recv_message(&mut ws).await;
+    assert_eq!(m["campaign"], "promo");
+    send(
+        &mut ws,
+        json!({"type":"engage","id":"i1","delivery":m["delivery"],"action":"impression"}),
+    )
+    .await;
+    jump(MIN).await;
+    drain_messages(&mut ws).await;
+    let before = beckon::clock::rfc3339(srv.clock.now_ms() - 2 * 3_600_000);
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_conv/events",
+            Some(json!({"events":[{"id":"b0","event":"buy","at":before}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_quiet(&mut ws).await;
+    send(&mut ws, json!({"type":"track","id":"b1","event":"buy"})).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "thanks");
+    let from = beckon::clock::rfc3339(srv.clock.now_ms() - DAY.as_millis() as i64);
+    let to = beckon::clock::rfc3339(srv.clock.now_ms() + 3_600_000);
+    let (_, stats) = srv
+        .admin(
+            "GET",
+            &format!("/v1/campaigns/promo/stats?from={from}&to={to}&interval=day"),
+            None,
+        )
+        .await;
+    assert_eq!(stats["variants"][0]["conversions"], 1, "{stats}");
+}

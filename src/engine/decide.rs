@@ -101,6 +101,8 @@ pub struct Ctx<'a> {
     target: Option<Option<Arc<Session>>>,
     /// The target session's current page, read once per step.
     page: Option<Option<Arc<str>>>,
+    /// When the event being evaluated happened (`at`, if it was given), for conversions.
+    event_at: Option<Millis>,
 }
 
 /// A campaign due in a step, with the cause its decision records (an event's cause is
@@ -162,6 +164,7 @@ impl<'a> Ctx<'a> {
             session,
             fx,
             dirty: false,
+            event_at: None,
             target: None,
             page: None,
         }
@@ -222,14 +225,21 @@ impl<'a> Ctx<'a> {
         if outcome == Outcome::Applied {
             let (change, props) = match m {
                 Mutation::Event {
-                    name, properties, ..
-                } => (Change::Event(name), Some(properties)),
+                    name,
+                    properties,
+                    at,
+                    ..
+                } => {
+                    self.event_at = at;
+                    (Change::Event(name), Some(properties))
+                }
                 Mutation::Attributes { attributes, .. } => (
                     Change::Attrs(attributes.into_iter().map(|(k, _)| k).collect()),
                     None,
                 ),
             };
             self.evaluate(st, change, props.as_ref(), ops);
+            self.event_at = None;
         }
         outcome
     }
@@ -345,43 +355,56 @@ impl<'a> Ctx<'a> {
         let Some(campaigns) = self.rs.by_goal_event.get(event) else {
             return;
         };
+        // The goal event's own time: a backfilled event (its `at` in the past) converts
+        // the impressions of the window before it, not those of the window before now.
+        let t = self.event_at.unwrap_or(self.now).min(self.now);
+        let mut engaged = Vec::new();
         for c in campaigns {
             let Some(goal) = &c.goal else { continue };
             let Some(cap) = st.engine.caps.get_mut(&c.id) else {
                 continue;
             };
-            let horizon = self.now - goal.within;
+            let in_window = |at: Millis| at >= t - goal.within && at <= t;
             let converted: Vec<(String, String)> = cap
                 .impressions
                 .iter()
-                .filter(|(_, _, at)| *at >= horizon && *at <= self.now)
+                .filter(|(_, _, at)| in_window(*at))
                 .map(|(d, v, _)| (d.clone(), v.clone()))
                 .collect();
             let control: Vec<String> = cap
                 .controls
                 .iter()
-                .filter(|(_, at)| *at >= horizon && *at <= self.now)
+                .filter(|(_, at)| in_window(*at))
                 .map(|(v, _)| v.clone())
                 .collect();
-            // Converted or out of the window: either way they can no longer convert.
-            cap.impressions.retain(|(_, _, at)| *at > self.now);
-            cap.controls.retain(|(_, at)| *at > self.now);
+            // Converted, or out of the window for any event from now on: either way
+            // they can no longer convert. Later ones wait for a later goal event.
+            let open = |at: Millis| !in_window(at) && at >= self.now - goal.within;
+            let before = (cap.impressions.len(), cap.controls.len());
+            cap.impressions.retain(|(_, _, at)| open(*at));
+            cap.controls.retain(|(_, at)| open(*at));
+            if before != (cap.impressions.len(), cap.controls.len()) {
+                self.dirty = true;
+            }
             if converted.is_empty() && control.is_empty() {
                 continue;
             }
             self.dirty = true;
+            if !converted.is_empty() {
+                engaged.push(c.id.clone());
+            }
             for (_, variant) in &converted {
                 ops.push(analytics::count(
                     &c.id,
                     variant,
                     metric::CONVERT,
                     self.user,
-                    self.now,
+                    t,
                 ));
                 st.count(
                     self.user,
                     engagement_key(&c.id, Did::Convert),
-                    self.now,
+                    t,
                     self.app.profiles.config(),
                     ops,
                 );
@@ -392,9 +415,14 @@ impl<'a> Ctx<'a> {
                     variant,
                     metric::CONTROL_CONVERT,
                     self.user,
-                    self.now,
+                    t,
                 ));
             }
+        }
+        // Conversions are engagement: segments and triggers over `did: convert` see
+        // them now, as they see impressions, clicks and dismissals.
+        for id in engaged {
+            self.evaluate(st, Change::Engagement(id), None, ops);
         }
     }
 
@@ -685,6 +713,29 @@ impl<'a> Ctx<'a> {
             if p.expires_at <= self.now {
                 continue;
             }
+            let kind = p.message.get("kind").and_then(Value::as_str).unwrap_or("");
+            // The session's rules hold for what waited too: one modal at a time, and the
+            // campaign's max_per_session (two waiting deliveries of one campaign, or two
+            // modals, arrived together). What they refuse gives its cap slot back.
+            let refused = {
+                let core = s.core.lock();
+                let c = core.campaigns();
+                if kind == "modal" && c.modal.is_some() {
+                    Some("modal_busy")
+                } else {
+                    let max = self
+                        .rs
+                        .campaigns
+                        .get(&p.campaign)
+                        .and_then(|c| c.frequency.max_per_session);
+                    let n = c.campaign_counts.get(&p.campaign).copied().unwrap_or(0);
+                    max.is_some_and(|max| n >= max).then_some("capped")
+                }
+            };
+            if let Some(outcome) = refused {
+                self.withdraw(st, &p.delivery, outcome, ops);
+                continue;
+            }
             let input = super::input(
                 &p.delivery,
                 &p.campaign,
@@ -695,12 +746,6 @@ impl<'a> Ctx<'a> {
             let (seq, dops) = registry::prepare_delivery(&s, &input, self.now);
             ops.extend(dops);
             self.fx.prepared.push((s.clone(), seq));
-            let kind = p
-                .message
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
             {
                 let mut core = s.core.lock();
                 *core
@@ -741,6 +786,10 @@ impl<'a> Ctx<'a> {
         let Some((campaign, i)) = st.engine.reservation(delivery) else {
             return;
         };
+        // The reservation and any pending entry go: saved with the engine state, or a
+        // user not in memory would get them back at the next load (a revoked pending
+        // delivery sent at the next session; an expiry recorded again).
+        self.dirty = true;
         let r = st
             .engine
             .caps
