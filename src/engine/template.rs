@@ -46,10 +46,20 @@ impl Template {
         for p in &self.0 {
             match p {
                 Part::Text(t) => out.push_str(t),
+                // As Liquid's `default`: a missing, null, false or empty value (string,
+                // list, object) takes the default; 0 is a value.
                 Part::Attr { name, default } => match attrs.get(name) {
                     Some(Value::String(s)) if !s.is_empty() => out.push_str(s),
-                    Some(v) if !v.is_null() && !v.is_string() => out.push_str(&v.to_string()),
-                    _ => out.push_str(default.as_deref().unwrap_or("")),
+                    None | Some(Value::Null | Value::Bool(false) | Value::String(_)) => {
+                        out.push_str(default.as_deref().unwrap_or(""))
+                    }
+                    Some(Value::Array(a)) if a.is_empty() => {
+                        out.push_str(default.as_deref().unwrap_or(""))
+                    }
+                    Some(Value::Object(o)) if o.is_empty() => {
+                        out.push_str(default.as_deref().unwrap_or(""))
+                    }
+                    Some(v) => out.push_str(&v.to_string()),
                 },
             }
         }
@@ -112,6 +122,14 @@ mod tests {
             .clone();
         assert_eq!(t.render(&attrs), "Hi Ada, 5 seats.");
         assert_eq!(t.render(&Map::new()), "Hi there,  seats.");
+        let t = Template::parse("{{ user.v | default: \"-\" }}").unwrap();
+        let with = |v: Value| t.render(json!({ "v": v }).as_object().unwrap());
+        for empty in [json!(null), json!(false), json!(""), json!([]), json!({})] {
+            assert_eq!(with(empty.clone()), "-", "{empty}");
+        }
+        assert_eq!(with(json!(0)), "0");
+        assert_eq!(with(json!(true)), "true");
+        assert_eq!(with(json!([1])), "[1]");
     }
 
     #[test]
