@@ -231,6 +231,12 @@ fn token(args: TokenArgs) -> Result<String, String> {
 
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
+    // `beckon` alone explains itself (contract §9) and is not an error.
+    if std::env::args_os().len() == 1 {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_long_help();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Token(args) => match token(args) {

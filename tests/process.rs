@@ -114,6 +114,20 @@ async fn get_user(addr: &str, user: &str) -> Value {
         .unwrap()
 }
 
+/// `beckon` alone explains itself (contract §9) and exits 0, as `beckon --help` does.
+#[test]
+fn beckon_alone_prints_its_help() {
+    for args in [&[][..], &["--help"][..]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {:?}", out.status);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("serve") && stdout.contains("token"),
+            "{stdout}"
+        );
+    }
+}
+
 /// Two gateways on one data directory would each keep state in memory the other cannot
 /// see: the second is refused at start-up with the reason, and exits non-zero.
 #[test]

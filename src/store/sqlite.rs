@@ -169,7 +169,12 @@ impl SqliteStore {
         let syncer = if fsync {
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(err)?;
-            Some(start_syncer(wal_path(&path), metrics.clone()))
+            // Opened now, with the store: the gateway may be at its descriptor limit
+            // when the first write comes.
+            let wal = wal_path(&path);
+            let file =
+                File::open(&wal).map_err(|e| StoreError(format!("{}: {e}", wal.display())))?;
+            Some(start_syncer(file, wal, metrics.clone()))
         } else {
             None
         };
@@ -310,35 +315,26 @@ fn wal_path(db: &Path) -> std::path::PathBuf {
 /// every commit whose frames are on disk. On tokio's blocking pool, as the writer.
 /// Ends when the writer (the sender) ends.
 fn start_syncer(
+    file: File,
     wal: std::path::PathBuf,
     metrics: Arc<Metrics>,
 ) -> std::sync::mpsc::Sender<Vec<Job>> {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<Job>>();
     tokio::task::spawn_blocking(move || {
-        // Opened at the first sync: the WAL exists once a group was committed. SQLite
-        // deletes it only when its last connection closes, after the store is gone.
-        let mut file: Option<File> = None;
+        // SQLite deletes the WAL only when its last connection closes, after the store
+        // is gone, so this descriptor stays the WAL's.
         while let Ok(mut jobs) = rx.recv() {
             while let Ok(more) = rx.try_recv() {
                 jobs.extend(more);
             }
             let started = Instant::now();
-            let result = match &file {
-                Some(f) => f.sync_data(),
-                None => File::open(&wal).and_then(|f| {
-                    f.sync_data()?;
-                    file = Some(f);
-                    Ok(())
-                }),
-            };
+            let result = file.sync_data();
             metrics
                 .store_sync_seconds
                 .observe(started.elapsed().as_secs_f64());
             let result = result.map_err(|e| {
                 tracing::error!(error = %e, wal = %wal.display(), "WAL fsync failed");
                 metrics.store_errors.inc();
-                // Reopened for the next sync.
-                file = None;
                 StoreError(format!("WAL fsync failed: {e}"))
             });
             answer(jobs, result, &metrics);
