@@ -1046,3 +1046,34 @@ async fn a_conversion_enters_segments_at_once_and_is_timed_by_the_event() {
         .await;
     assert_eq!(stats["variants"][0]["conversions"], 1, "{stats}");
 }
+
+/// A delivery with no cause session goes to the session whose last track, page or
+/// activity frame is newest (contract §6), not to one just opened with no such frame.
+#[tokio::test(start_paused = true)]
+async fn a_delivery_without_a_cause_session_goes_to_the_last_active_session() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/campaigns/srv2",
+        campaign(
+            "srv2",
+            json!({"type":"event","event":"invoice_paid"}),
+            banner("Paid"),
+        ),
+    )
+    .await;
+    let (mut active, _) = srv.hello_long("u_where", json!({})).await;
+    send(&mut active, json!({"type":"activity","id":"a1"})).await;
+    assert_eq!(recv(&mut active).await["type"], "ok");
+    jump(MIN).await;
+    let (mut fresh, _) = srv.hello_long("u_where", json!({})).await;
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_where/events",
+            Some(json!({"events":[{"id":"p1","event":"invoice_paid"}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(recv_message(&mut active).await["campaign"], "srv2");
+    assert_quiet(&mut fresh).await;
+}

@@ -101,8 +101,13 @@ pub struct Session {
     pub user: Arc<str>,
     /// Start time (kept across resumes).
     pub started_at: Millis,
-    /// Last track, page or activity frame, epoch ms.
+    /// Last track, page or activity frame, or the hello (attach), epoch ms: inactivity
+    /// counts from it.
     pub last_active: AtomicI64,
+    /// Last track, page or activity frame, epoch ms; 0 before the first. The session a
+    /// delivery with no cause session goes to is the one with the newest (contract §6):
+    /// a session just opened does not outrank one the user was active in.
+    pub last_frame: AtomicI64,
     /// Mutable state.
     pub core: Mutex<SessionCore>,
     /// Wakes the attached connection.
@@ -117,6 +122,7 @@ impl Session {
             user,
             started_at,
             last_active: AtomicI64::new(started_at),
+            last_frame: AtomicI64::new(0),
             core: Mutex::new(SessionCore::default()),
             notify: Notify::new(),
         }
@@ -200,12 +206,18 @@ impl Registry {
         self.live.get(user).map(|v| v.len()).unwrap_or(0)
     }
 
-    /// The user's most recently active live session.
+    /// The user's most recently active live session: the newest track, page or activity
+    /// frame; among sessions without one, the newest hello.
     pub fn most_recent(&self, user: &str) -> Option<Arc<Session>> {
         self.live
             .get(user)?
             .iter()
-            .max_by_key(|s| s.last_active.load(Ordering::Relaxed))
+            .max_by_key(|s| {
+                (
+                    s.last_frame.load(Ordering::Relaxed),
+                    s.last_active.load(Ordering::Relaxed),
+                )
+            })
             .cloned()
     }
 

@@ -663,9 +663,9 @@ impl Conn {
     }
 
     fn touch(&self) {
-        self.session
-            .last_active
-            .store(self.app.clock.now_ms(), Ordering::Relaxed);
+        let now = self.app.clock.now_ms();
+        self.session.last_active.store(now, Ordering::Relaxed);
+        self.session.last_frame.store(now, Ordering::Relaxed);
     }
 
     /// Handles one text frame (single or batch). Returns `Some` to close.
