@@ -1077,3 +1077,35 @@ async fn a_delivery_without_a_cause_session_goes_to_the_last_active_session() {
     assert_eq!(recv_message(&mut active).await["campaign"], "srv2");
     assert_quiet(&mut fresh).await;
 }
+
+/// A delivery that waited for the next session is not sent once its campaign's
+/// schedule has ended; it is recorded as expired and gives its cap slot back.
+#[tokio::test(start_paused = true)]
+async fn a_pending_delivery_is_not_sent_after_the_schedule_ends() {
+    let srv = engine_server().await;
+    let mut c = campaign(
+        "sale",
+        json!({"type":"event","event":"browse"}),
+        banner("Sale ends tonight"),
+    );
+    let end = beckon::clock::rfc3339(srv.clock.now_ms() + 3_600_000);
+    c["schedule"] = json!({"start":null,"end":end});
+    c["frequency"] = json!({"max_per_user":1});
+    srv.put_ok("/v1/campaigns/sale", c).await;
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_sale/events",
+            Some(json!({"events":[{"id":"s1","event":"browse"}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    jump(2 * 60 * MIN).await;
+    let (mut ws, _) = srv.hello_long("u_sale", json!({})).await;
+    assert_quiet(&mut ws).await;
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_sale/explain?campaign=sale", None)
+        .await;
+    assert_eq!(ex["decisions"][0]["outcome"], "expired", "{ex}");
+    assert_eq!(ex["caps"]["max_per_user"]["reserved"], 0, "{ex}");
+}

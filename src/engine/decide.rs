@@ -717,17 +717,18 @@ impl<'a> Ctx<'a> {
             // The session's rules hold for what waited too: one modal at a time, and the
             // campaign's max_per_session (two waiting deliveries of one campaign, or two
             // modals, arrived together). What they refuse gives its cap slot back.
-            let refused = {
+            // And a campaign that is no longer live (its schedule ended while the
+            // delivery waited; paused or deleted ones were revoked already) sends nothing.
+            let campaign = self.rs.campaigns.get(&p.campaign);
+            let refused = if !campaign.is_some_and(|c| c.live_at(self.now)) {
+                Some("expired")
+            } else {
                 let core = s.core.lock();
                 let c = core.campaigns();
                 if kind == "modal" && c.modal.is_some() {
                     Some("modal_busy")
                 } else {
-                    let max = self
-                        .rs
-                        .campaigns
-                        .get(&p.campaign)
-                        .and_then(|c| c.frequency.max_per_session);
+                    let max = campaign.and_then(|c| c.frequency.max_per_session);
                     let n = c.campaign_counts.get(&p.campaign).copied().unwrap_or(0);
                     max.is_some_and(|max| n >= max).then_some("capped")
                 }
