@@ -89,7 +89,14 @@ impl App {
             let del = WriteOp::DeleteSession {
                 id: s.id.to_string(),
             };
-            if let Err(e) = crate::engine::ingest(self, &s.user, vec![m], vec![del], None).await {
+            let unacked: Vec<Arc<str>> = s
+                .core
+                .lock()
+                .outbox
+                .iter()
+                .map(|e| e.rec.frame.clone())
+                .collect();
+            if let Err(e) = crate::engine::session_expired(self, &s.user, m, del, unacked).await {
                 tracing::warn!(error = %e, "recording session end failed");
             }
         }

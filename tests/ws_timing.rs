@@ -208,3 +208,33 @@ async fn a_session_past_resume_ttl_is_not_resumed_before_the_sweep() {
     assert_eq!(w["resumed"], false);
     assert_ne!(w["session"].as_str(), Some(session.as_str()));
 }
+
+/// A session that is not resumed within `resume_ttl` ends; what it was sent but never
+/// acked waits for the user's next session, with the same delivery id (at least once).
+#[tokio::test(start_paused = true)]
+async fn unacked_deliveries_of_an_expired_session_go_to_the_next_one() {
+    let srv = start_with(|c| {
+        c.session.resume_ttl = Duration::from_secs(60);
+        c.session.heartbeat = Duration::from_secs(3600);
+    })
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/hi",
+        json!({"id":"hi","name":"hi","status":"active",
+               "trigger":{"type":"event","event":"go"},
+               "variants":[{"id":"a","weight":1,"message":{"kind":"banner","body":"Hi"}}]}),
+    )
+    .await;
+    let (mut ws, _) = srv.hello("u_lost").await;
+    send(&mut ws, json!({"type":"track","id":"g1","event":"go"})).await;
+    let m = recv_message(&mut ws).await;
+    drop(ws);
+    settle().await;
+    advance(Duration::from_secs(61)).await;
+    srv.app().expire_sessions().await;
+    let (mut ws, w) = srv.hello("u_lost").await;
+    assert_eq!(w["resumed"], false);
+    let again = recv_message(&mut ws).await;
+    assert_eq!(again["delivery"], m["delivery"]);
+    assert_eq!(again["message"]["body"], "Hi");
+}

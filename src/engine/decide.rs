@@ -776,6 +776,47 @@ impl<'a> Ctx<'a> {
         self.dirty = true;
     }
 
+    /// A session ended (its resume window passed) with deliveries it never acked: they
+    /// wait for the user's next session, as a delivery with no session does (at least
+    /// once). Entries already withdrawn (revoked, expired) or not parsable are dropped.
+    pub fn requeue_unacked(&mut self, st: &mut UserState, frames: &[Arc<str>]) {
+        for frame in frames {
+            let Ok(v) = serde_json::from_str::<Value>(frame) else {
+                continue;
+            };
+            let Some(delivery) = v["delivery"].as_str() else {
+                continue;
+            };
+            let Some((campaign, i)) = st.engine.reservation(delivery) else {
+                continue;
+            };
+            let expires_at = v["expires_at"]
+                .as_str()
+                .and_then(crate::clock::parse_rfc3339)
+                .unwrap_or(self.now);
+            if expires_at <= self.now || st.engine.pending.iter().any(|p| p.delivery == delivery) {
+                continue;
+            }
+            if let Some(r) = st
+                .engine
+                .caps
+                .get_mut(&campaign)
+                .and_then(|c| c.reserved.get_mut(i))
+            {
+                r.session = None;
+            }
+            st.engine.pending.push(crate::engine::state::Pending {
+                delivery: delivery.to_string(),
+                campaign,
+                variant: v["variant"].as_str().unwrap_or_default().to_string(),
+                message: v["message"].clone(),
+                created_at: self.now,
+                expires_at,
+            });
+            self.dirty = true;
+        }
+    }
+
     /// Gives back the cap slot of an unseen delivery and removes it from its session.
     pub fn withdraw(
         &mut self,

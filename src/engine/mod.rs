@@ -587,6 +587,23 @@ pub async fn session_started(
     Ok(step)
 }
 
+/// A session was not resumed within `resume_ttl`: records its end, deletes it, and
+/// queues what it delivered but was never acked for the user's next session.
+pub async fn session_expired(
+    app: &Arc<App>,
+    user: &str,
+    end: Mutation,
+    delete: WriteOp,
+    unacked: Vec<Arc<str>>,
+) -> Result<(), StoreError> {
+    run(app, user, None, |ctx, state, ops| {
+        ops.push(delete);
+        ctx.requeue_unacked(state, &unacked);
+        ctx.apply_mutation(state, end, ops);
+    })
+    .await
+}
+
 /// Engagement with one of the user's deliveries.
 pub async fn engage(
     app: &Arc<App>,
