@@ -29,6 +29,15 @@ fn campaign(id: &str, trigger: Value, message: Value) -> Value {
     json!({"id":id,"name":id,"status":"active","trigger":trigger,"variants":[{"id":"a","weight":1,"message":message}]})
 }
 
+/// `PUT /v1/campaigns/{id}` of [`campaign`]`(id, trigger, message)`.
+async fn put_campaign(srv: &TestServer, id: &str, trigger: Value, message: Value) -> Value {
+    srv.put_ok(
+        &format!("/v1/campaigns/{id}"),
+        campaign(id, trigger, message),
+    )
+    .await
+}
+
 /// A server-side `event` for `user`, who has no session, triggers `campaign`: the
 /// delivery is pending, and the user's next session receives it. Returns that session.
 async fn pending_until_next_session(
@@ -61,13 +70,11 @@ async fn pending_until_next_session(
 #[tokio::test(start_paused = true)]
 async fn inactive_5_minutes_on_the_setup_page() {
     let srv = engine_server().await;
-    srv.put_ok(
-        "/v1/campaigns/setup-help",
-        campaign(
-            "setup-help",
-            json!({"type":"inactivity","duration":"5m","page":"/setup*"}),
-            banner("Stuck? We can help."),
-        ),
+    put_campaign(
+        &srv,
+        "setup-help",
+        json!({"type":"inactivity","duration":"5m","page":"/setup*"}),
+        banner("Stuck? We can help."),
     )
     .await;
     let (mut ws, _) = srv
@@ -104,13 +111,11 @@ async fn inactive_5_minutes_on_the_setup_page() {
 #[tokio::test(start_paused = true)]
 async fn session_exceeds_10_minutes_and_resume_keeps_the_start() {
     let srv = engine_server().await;
-    srv.put_ok(
-        "/v1/campaigns/long",
-        campaign(
-            "long",
-            json!({"type":"session_duration","duration":"10m"}),
-            banner("Enjoying it?"),
-        ),
+    put_campaign(
+        &srv,
+        "long",
+        json!({"type":"session_duration","duration":"10m"}),
+        banner("Enjoying it?"),
     )
     .await;
     let (ws, welcome) = srv.hello_long("u_long", json!({})).await;
@@ -187,22 +192,18 @@ async fn pro_without_integration_enters_at_exactly_5_days_while_connected() {
 #[tokio::test(start_paused = true)]
 async fn inactivity_re_arms_after_activity_or_a_track_whatever_else_is_armed() {
     let srv = engine_server().await;
-    srv.put_ok(
-        "/v1/campaigns/setup-help",
-        campaign(
-            "setup-help",
-            json!({"type":"inactivity","duration":"5m","page":"/setup*"}),
-            banner("Stuck?"),
-        ),
+    put_campaign(
+        &srv,
+        "setup-help",
+        json!({"type":"inactivity","duration":"5m","page":"/setup*"}),
+        banner("Stuck?"),
     )
     .await;
-    srv.put_ok(
-        "/v1/campaigns/long-stay",
-        campaign(
-            "long-stay",
-            json!({"type":"session_duration","duration":"8h"}),
-            banner("Long day?"),
-        ),
+    put_campaign(
+        &srv,
+        "long-stay",
+        json!({"type":"session_duration","duration":"8h"}),
+        banner("Long day?"),
     )
     .await;
     let (mut ws, _) = srv
@@ -308,13 +309,11 @@ async fn segment_reentry_fires_again() {
         json!({"conditions":{"attr":"plan","op":"eq","value":"pro"}}),
     )
     .await;
-    srv.put_ok(
-        "/v1/campaigns/welcome-pro",
-        campaign(
-            "welcome-pro",
-            json!({"type":"segment_entry","segment":"pro"}),
-            banner("Welcome to Pro"),
-        ),
+    put_campaign(
+        &srv,
+        "welcome-pro",
+        json!({"type":"segment_entry","segment":"pro"}),
+        banner("Welcome to Pro"),
     )
     .await;
     let (mut ws, _) = srv.hello_long("u_re", json!({})).await;
@@ -334,13 +333,11 @@ async fn segment_reentry_fires_again() {
 #[tokio::test(start_paused = true)]
 async fn first_export_completed_fires_once() {
     let srv = engine_server().await;
-    srv.put_ok(
-        "/v1/campaigns/first-export",
-        campaign(
-            "first-export",
-            json!({"type":"goal","event":"export_completed","count":1}),
-            banner("Your first export!"),
-        ),
+    put_campaign(
+        &srv,
+        "first-export",
+        json!({"type":"goal","event":"export_completed","count":1}),
+        banner("Your first export!"),
     )
     .await;
     let (mut ws, _) = srv.hello_long("u_exp", json!({})).await;
@@ -499,13 +496,11 @@ async fn a_published_campaign_no_live_user_meets_costs_no_write_per_user() {
 async fn clicked_upgrade_button_with_a_property_filter() {
     let srv = engine_server().await;
     let trig = json!({"type":"event","event":"clicked_upgrade","where":{"prop":"plan","op":"eq","value":"pro"}});
-    srv.put_ok(
-        "/v1/campaigns/upgrade",
-        campaign(
-            "upgrade",
-            trig,
-            json!({"kind":"slideout","title":"Pro","body":"Here is what you get"}),
-        ),
+    put_campaign(
+        &srv,
+        "upgrade",
+        trig,
+        json!({"kind":"slideout","title":"Pro","body":"Here is what you get"}),
     )
     .await;
     let (mut ws, _) = srv.hello_long("u_up", json!({})).await;
@@ -719,13 +714,11 @@ async fn pausing_revokes_outstanding_unseen_deliveries() {
 #[tokio::test(start_paused = true)]
 async fn deliveries_for_users_away_wait_for_their_next_session() {
     let srv = engine_server().await;
-    srv.put_ok(
-        "/v1/campaigns/srv",
-        campaign(
-            "srv",
-            json!({"type":"event","event":"invoice_paid"}),
-            banner("Thanks!"),
-        ),
+    put_campaign(
+        &srv,
+        "srv",
+        json!({"type":"event","event":"invoice_paid"}),
+        banner("Thanks!"),
     )
     .await;
     pending_until_next_session(&srv, "u_later", "invoice_paid", "srv").await;
@@ -830,13 +823,11 @@ async fn definitions_survive_a_restart() {
         json!({"conditions":{"attr":"plan","op":"eq","value":"pro"}}),
     )
     .await;
-    srv.put_ok(
-        "/v1/campaigns/c",
-        campaign(
-            "c",
-            json!({"type":"segment_entry","segment":"s"}),
-            banner("hi"),
-        ),
+    put_campaign(
+        &srv,
+        "c",
+        json!({"type":"segment_entry","segment":"s"}),
+        banner("hi"),
     )
     .await;
     srv.stop().await;
@@ -1003,13 +994,11 @@ async fn a_conversion_enters_segments_at_once_and_is_timed_by_the_event() {
         json!({"conditions":{"campaign":"promo","did":"convert","count":{"op":"gte","value":1}}}),
     )
     .await;
-    srv.put_ok(
-        "/v1/campaigns/thanks",
-        campaign(
-            "thanks",
-            json!({"type":"segment_entry","segment":"buyers"}),
-            banner("Thanks for buying"),
-        ),
+    put_campaign(
+        &srv,
+        "thanks",
+        json!({"type":"segment_entry","segment":"buyers"}),
+        banner("Thanks for buying"),
     )
     .await;
     let (mut ws, _) = srv.hello_long("u_conv", json!({})).await;
@@ -1052,13 +1041,11 @@ async fn a_conversion_enters_segments_at_once_and_is_timed_by_the_event() {
 #[tokio::test(start_paused = true)]
 async fn a_delivery_without_a_cause_session_goes_to_the_last_active_session() {
     let srv = engine_server().await;
-    srv.put_ok(
-        "/v1/campaigns/srv2",
-        campaign(
-            "srv2",
-            json!({"type":"event","event":"invoice_paid"}),
-            banner("Paid"),
-        ),
+    put_campaign(
+        &srv,
+        "srv2",
+        json!({"type":"event","event":"invoice_paid"}),
+        banner("Paid"),
     )
     .await;
     let (mut active, _) = srv.hello_long("u_where", json!({})).await;
