@@ -238,3 +238,30 @@ async fn unacked_deliveries_of_an_expired_session_go_to_the_next_one() {
     assert_eq!(again["delivery"], m["delivery"]);
     assert_eq!(again["message"]["body"], "Hi");
 }
+
+/// The same, with another session of the user live when the first one's window
+/// passes: the unacked delivery goes to it at once.
+#[tokio::test(start_paused = true)]
+async fn unacked_deliveries_of_an_expired_session_go_to_a_live_one() {
+    let srv = start_with(|c| {
+        c.session.resume_ttl = Duration::from_secs(60);
+        c.session.heartbeat = Duration::from_secs(3600);
+    })
+    .await;
+    srv.put_ok(
+        "/v1/campaigns/hi",
+        json!({"id":"hi","name":"hi","status":"active",
+               "trigger":{"type":"event","event":"go"},
+               "variants":[{"id":"a","weight":1,"message":{"kind":"banner","body":"Hi"}}]}),
+    )
+    .await;
+    let (mut first, _) = srv.hello("u_moved").await;
+    send(&mut first, json!({"type":"track","id":"g1","event":"go"})).await;
+    let m = recv_message(&mut first).await;
+    drop(first);
+    settle().await;
+    let (mut other, _) = srv.hello("u_moved").await;
+    advance(Duration::from_secs(61)).await;
+    srv.app().expire_sessions().await;
+    assert_eq!(recv_message(&mut other).await["delivery"], m["delivery"]);
+}

@@ -588,7 +588,8 @@ pub async fn session_started(
 }
 
 /// A session was not resumed within `resume_ttl`: records its end, deletes it, and
-/// queues what it delivered but was never acked for the user's next session.
+/// sends what it delivered but was never acked to the user's most recently active live
+/// session, or keeps it for their next session.
 pub async fn session_expired(
     app: &Arc<App>,
     user: &str,
@@ -596,10 +597,14 @@ pub async fn session_expired(
     delete: WriteOp,
     unacked: Vec<Arc<str>>,
 ) -> Result<(), StoreError> {
-    run(app, user, None, |ctx, state, ops| {
+    let live = app.registry.most_recent(user);
+    run(app, user, live.as_ref(), |ctx, state, ops| {
         ops.push(delete);
         ctx.requeue_unacked(state, &unacked);
         ctx.apply_mutation(state, end, ops);
+        if !unacked.is_empty() {
+            ctx.flush_pending(state, ops);
+        }
     })
     .await
 }
