@@ -566,13 +566,12 @@ pub async fn session_started(
     mutations: Vec<Mutation>,
     extra: Vec<WriteOp>,
 ) -> Result<Step, StoreError> {
-    let catch_up = CatchUp::ByStep;
     let ((), step) = submit_full(
         app,
         &session.user,
         Some(session),
         Barrier::Always,
-        catch_up,
+        CatchUp::ByStep,
         |ctx, state, ops| {
             ops.extend(extra);
             for m in mutations {
