@@ -400,3 +400,48 @@ async fn health_readiness_and_metrics() {
         assert!(text.contains(needle), "metrics lack `{needle}`:\n{text}");
     }
 }
+
+/// A Segment batch: a bad call is reported and the good ones are applied (Segment's
+/// libraries do not retry a 400); `sentAt` corrects a device clock that runs ahead, as
+/// Segment does, instead of the call being refused as from the future.
+#[tokio::test]
+async fn segment_batches_keep_their_good_calls_and_correct_skewed_clocks() {
+    let srv = start().await;
+    let c = srv.http();
+    let post = |b: Value| {
+        c.post(srv.url("/v1/batch"))
+            .header("authorization", basic(WRITE_KEY))
+            .json(&b)
+            .send()
+    };
+    let (s, b) = body(
+        post(json!({"batch":[
+            {"type":"track","userId":"u_good","event":"kept","messageId":"k1"},
+            {"type":"track","userId":"u_good","messageId":"k2"}
+        ]}))
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["rejected"][0]["index"], 1, "{b}");
+    assert_eq!(b["rejected"][0]["error"]["path"], "batch[1].event", "{b}");
+    let (_, user) = srv.get_user("u_good").await;
+    assert_eq!(user["aggregates"]["kept"]["count"], 1);
+
+    let now = srv.clock.now_ms();
+    let ahead = beckon::clock::rfc3339(now + 10 * 60_000);
+    let (s, b) = body(
+        post(json!({"sentAt": ahead, "batch":[
+            {"type":"track","userId":"u_fast","event":"skewed","timestamp": ahead}
+        ]}))
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((s, b.get("rejected")), (200, None), "{b}");
+    let (_, user) = srv.get_user("u_fast").await;
+    let seen = user["aggregates"]["skewed"]["first_seen"].as_str().unwrap();
+    let at = beckon::clock::parse_rfc3339(seen).unwrap();
+    assert!((at - now).abs() < 60_000, "stored at {seen}, now {now}");
+}

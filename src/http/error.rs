@@ -100,12 +100,20 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The `error` object of the response body: `{"code", "message", "path"?}`.
+    pub fn body(&self) -> serde_json::Value {
         let mut err = json!({"code": self.code, "message": self.message});
-        if let Some(p) = self.path {
+        if let Some(p) = &self.path {
             err["path"] = json!(p);
         }
+        err
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let err = self.body();
         (self.status, axum::Json(json!({ "error": err }))).into_response()
     }
 }

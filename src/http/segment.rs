@@ -19,6 +19,7 @@ use super::users::{
 };
 use super::{constant_time_eq, ApiError, JsonBody};
 use crate::app::App;
+use crate::clock::{parse_rfc3339, rfc3339};
 
 /// Segment's names for an event's id and time (for error paths).
 const SEGMENT_KEYS: EventKeys = EventKeys {
@@ -79,7 +80,28 @@ fn user_id(v: &Value, path: &str) -> Result<Option<String>, ApiError> {
     Ok(Some(id))
 }
 
-fn parse_call(app: &App, v: &Value, kind: &str, path: &str) -> Result<Call, ApiError> {
+/// A call's `timestamp`, corrected for the sender's clock as Segment does: with `sentAt`
+/// (the call's own, else the batch's) the event happened `sentAt − timestamp` before the
+/// call arrived, whatever the device's clock said. Without `sentAt`, as given.
+fn corrected_timestamp(app: &App, v: &Value, batch_sent_at: Option<&Value>) -> Option<Value> {
+    let timestamp = v.get("timestamp")?;
+    let sent_at = v.get("sentAt").or(batch_sent_at).and_then(Value::as_str);
+    match (
+        timestamp.as_str().and_then(parse_rfc3339),
+        sent_at.and_then(parse_rfc3339),
+    ) {
+        (Some(t), Some(sent)) => Some(Value::String(rfc3339(app.clock.now_ms() - (sent - t)))),
+        _ => Some(timestamp.clone()),
+    }
+}
+
+fn parse_call(
+    app: &App,
+    v: &Value,
+    kind: &str,
+    path: &str,
+    batch_sent_at: Option<&Value>,
+) -> Result<Call, ApiError> {
     if !v.is_object() {
         return Err(ApiError::invalid(path, "must be an object"));
     }
@@ -103,7 +125,8 @@ fn parse_call(app: &App, v: &Value, kind: &str, path: &str) -> Result<Call, ApiE
         ));
     };
     let message_id = v.get("messageId");
-    let timestamp = v.get("timestamp");
+    let timestamp = corrected_timestamp(app, v, batch_sent_at);
+    let timestamp = timestamp.as_ref();
     match kind {
         "track" => Ok(Call::Event(
             uid,
@@ -228,7 +251,7 @@ async fn single(
     kind: &str,
 ) -> Result<Json<Value>, ApiError> {
     require_write_key(&app, &headers)?;
-    let call = parse_call(&app, &body, kind, "body")?;
+    let call = parse_call(&app, &body, kind, "body", None)?;
     run(&app, vec![call]).await?;
     Ok(Json(json!({"success": true})))
 }
@@ -269,16 +292,40 @@ pub async fn batch(
         "batch",
         "an array of track/identify/page calls",
     )?;
+    // Each call stands alone: one bad call is reported, not the whole batch refused
+    // (Segment's libraries do not retry a 400, so its good calls would be lost). A batch
+    // with no good call at all is a 400 naming the first bad one.
+    let sent_at = body.get("sentAt");
     let mut calls = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    let mut first_error = None;
     for (i, item) in items.iter().enumerate() {
         let path = format!("batch[{i}]");
-        let kind = item.get("type").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::invalid(format!("{path}.type"), "required: track, identify or page")
-        })?;
-        calls.push(parse_call(&app, item, kind, &path)?);
+        let call = item
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::invalid(format!("{path}.type"), "required: track, identify or page")
+            })
+            .and_then(|kind| parse_call(&app, item, kind, &path, sent_at));
+        match call {
+            Ok(c) => calls.push(c),
+            Err(e) => {
+                rejected.push(json!({"index": i, "error": e.body()}));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if calls.is_empty() {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
     }
     run(&app, calls).await?;
-    Ok(Json(json!({"success": true})))
+    if rejected.is_empty() {
+        return Ok(Json(json!({"success": true})));
+    }
+    Ok(Json(json!({"success": true, "rejected": rejected})))
 }
 
 #[cfg(test)]
