@@ -209,10 +209,8 @@ async fn a_session_past_resume_ttl_is_not_resumed_before_the_sweep() {
     assert_ne!(w["session"].as_str(), Some(session.as_str()));
 }
 
-/// A session that is not resumed within `resume_ttl` ends; what it was sent but never
-/// acked waits for the user's next session, with the same delivery id (at least once).
-#[tokio::test(start_paused = true)]
-async fn unacked_deliveries_of_an_expired_session_go_to_the_next_one() {
+/// A gateway with a 60 s resume window and a campaign `hi` on the event `go`.
+async fn resume_window_60s_with_a_campaign() -> TestServer {
     let srv = start_with(|c| {
         c.session.resume_ttl = Duration::from_secs(60);
         c.session.heartbeat = Duration::from_secs(3600);
@@ -225,11 +223,25 @@ async fn unacked_deliveries_of_an_expired_session_go_to_the_next_one() {
                "variants":[{"id":"a","weight":1,"message":{"kind":"banner","body":"Hi"}}]}),
     )
     .await;
-    let (mut ws, _) = srv.hello("u_lost").await;
+    srv
+}
+
+/// `user` gets `hi`'s message and goes away without acking it; returns the message.
+async fn delivered_then_gone(srv: &TestServer, user: &str) -> serde_json::Value {
+    let (mut ws, _) = srv.hello(user).await;
     send(&mut ws, json!({"type":"track","id":"g1","event":"go"})).await;
     let m = recv_message(&mut ws).await;
     drop(ws);
     settle().await;
+    m
+}
+
+/// A session that is not resumed within `resume_ttl` ends; what it was sent but never
+/// acked waits for the user's next session, with the same delivery id (at least once).
+#[tokio::test(start_paused = true)]
+async fn unacked_deliveries_of_an_expired_session_go_to_the_next_one() {
+    let srv = resume_window_60s_with_a_campaign().await;
+    let m = delivered_then_gone(&srv, "u_lost").await;
     advance(Duration::from_secs(61)).await;
     srv.app().expire_sessions().await;
     let (mut ws, w) = srv.hello("u_lost").await;
@@ -243,23 +255,8 @@ async fn unacked_deliveries_of_an_expired_session_go_to_the_next_one() {
 /// passes: the unacked delivery goes to it at once.
 #[tokio::test(start_paused = true)]
 async fn unacked_deliveries_of_an_expired_session_go_to_a_live_one() {
-    let srv = start_with(|c| {
-        c.session.resume_ttl = Duration::from_secs(60);
-        c.session.heartbeat = Duration::from_secs(3600);
-    })
-    .await;
-    srv.put_ok(
-        "/v1/campaigns/hi",
-        json!({"id":"hi","name":"hi","status":"active",
-               "trigger":{"type":"event","event":"go"},
-               "variants":[{"id":"a","weight":1,"message":{"kind":"banner","body":"Hi"}}]}),
-    )
-    .await;
-    let (mut first, _) = srv.hello("u_moved").await;
-    send(&mut first, json!({"type":"track","id":"g1","event":"go"})).await;
-    let m = recv_message(&mut first).await;
-    drop(first);
-    settle().await;
+    let srv = resume_window_60s_with_a_campaign().await;
+    let m = delivered_then_gone(&srv, "u_moved").await;
     let (mut other, _) = srv.hello("u_moved").await;
     advance(Duration::from_secs(61)).await;
     srv.app().expire_sessions().await;
