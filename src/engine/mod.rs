@@ -633,14 +633,7 @@ pub fn activity(app: &App, session: &Session, page_changed: bool) {
     };
     let soonest = || {
         let rs = app.engine.rules.load();
-        rs.session_timed
-            .iter()
-            .filter_map(|c| match &c.trigger {
-                Trigger::Inactivity { dur, .. } => Some(*dur),
-                _ => None,
-            })
-            .min()
-            .map(|dur| app.clock.now_ms() + dur)
+        rs.min_inactivity.map(|dur| app.clock.now_ms() + dur)
     };
     if page_changed || soonest().is_some_and(|at| at < armed) {
         arm_session(app, session);

@@ -7,6 +7,7 @@ use std::collections::HashMap as StdHashMap;
 use std::sync::Arc;
 
 use super::definitions::{Campaign, Segment, Status, Trigger};
+use crate::clock::Millis;
 use crate::profile::Filter;
 
 /// What changed for a user.
@@ -55,6 +56,9 @@ pub struct Ruleset {
     pub goal_conds: Vec<Arc<Campaign>>,
     /// Active inactivity and session-duration campaigns.
     pub session_timed: Vec<Arc<Campaign>>,
+    /// The shortest `duration` of the active inactivity campaigns (`engine::activity`
+    /// reads it on every track, page and activity frame).
+    pub min_inactivity: Option<Millis>,
     /// Campaigns (any status) by conversion goal event, for attribution.
     pub by_goal_event: HashMap<String, Vec<Arc<Campaign>>>,
     seg_by_event: HashMap<String, Vec<String>>,
@@ -146,9 +150,11 @@ impl Ruleset {
                     .or_default()
                     .push(c.clone()),
                 Trigger::GoalCond { .. } => r.goal_conds.push(c.clone()),
-                Trigger::Inactivity { .. } | Trigger::SessionDuration { .. } => {
+                Trigger::Inactivity { dur, .. } => {
+                    r.min_inactivity = Some(r.min_inactivity.map_or(*dur, |m| m.min(*dur)));
                     r.session_timed.push(c.clone())
                 }
+                Trigger::SessionDuration { .. } => r.session_timed.push(c.clone()),
             }
         }
         // Candidates are decided highest priority first, then by id (`decide`): lists
