@@ -1096,3 +1096,35 @@ async fn a_pending_delivery_is_not_sent_after_the_schedule_ends() {
     assert_eq!(ex["decisions"][0]["outcome"], "expired", "{ex}");
     assert_eq!(ex["caps"]["max_per_user"]["reserved"], 0, "{ex}");
 }
+
+/// A delivery that waited for the next session is rendered when it is sent: an
+/// attribute set while it waited shows in its text.
+#[tokio::test(start_paused = true)]
+async fn a_pending_delivery_is_rendered_when_sent() {
+    let srv = engine_server().await;
+    put_campaign(
+        &srv,
+        "greet",
+        json!({"type":"event","event":"joined"}),
+        banner("Hi {{ user.first_name | default: \"there\" }}"),
+    )
+    .await;
+    let (s, _) = srv
+        .admin(
+            "POST",
+            "/v1/users/u_later_name/events",
+            Some(json!({"events":[{"id":"j1","event":"joined"}]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = srv
+        .admin(
+            "PATCH",
+            "/v1/users/u_later_name",
+            Some(json!({"attributes":{"first_name":"Ada"}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (mut ws, _) = srv.hello_long("u_later_name", json!({})).await;
+    assert_eq!(recv_message(&mut ws).await["message"]["body"], "Hi Ada");
+}

@@ -737,13 +737,14 @@ impl<'a> Ctx<'a> {
                 self.withdraw(st, &p.delivery, outcome, ops);
                 continue;
             }
-            let input = super::input(
-                &p.delivery,
-                &p.campaign,
-                &p.variant,
-                p.message.clone(),
-                p.expires_at,
-            );
+            // Rendered now, with the attributes the user has now (an attribute set while
+            // the delivery waited shows); an edit of the campaign revoked it, so its
+            // variant is still the one decided.
+            let message = campaign
+                .and_then(|c| c.variants.iter().find(|v| v.id == p.variant))
+                .and_then(|v| v.message.as_ref())
+                .map_or_else(|| p.message.clone(), |m| m.render(&st.attributes));
+            let input = super::input(&p.delivery, &p.campaign, &p.variant, message, p.expires_at);
             let (seq, dops) = registry::prepare_delivery(&s, &input, self.now);
             ops.extend(dops);
             self.fx.prepared.push((s.clone(), seq));
