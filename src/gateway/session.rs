@@ -728,7 +728,6 @@ impl Conn {
                     properties,
                 } => {
                     active = true;
-                    self.touch();
                     mutation_ids.push(id.clone());
                     mutations.push(Mutation::Event {
                         id,
