@@ -98,9 +98,7 @@ impl ApiError {
             path: None,
         }
     }
-}
 
-impl ApiError {
     /// The `error` object of the response body: `{"code", "message", "path"?}`.
     pub fn body(&self) -> serde_json::Value {
         let mut err = json!({"code": self.code, "message": self.message});

@@ -13,20 +13,20 @@ use axum::Json;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::users::EventKeys;
 use super::users::{
-    apply_events, bounded_array, check_attributes, check_event, check_user_id, ServerEvent,
+    apply_events, bounded_array, check_attributes, check_event, check_user_id, EventKeys,
+    ServerEvent,
 };
 use super::{constant_time_eq, ApiError, JsonBody};
 use crate::app::App;
 use crate::clock::{parse_rfc3339, rfc3339};
+use crate::profile::Mutation;
 
 /// Segment's names for an event's id and time (for error paths).
 const SEGMENT_KEYS: EventKeys = EventKeys {
     id: "messageId",
     at: "timestamp",
 };
-use crate::profile::Mutation;
 
 fn require_write_key(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let raw = headers
