@@ -215,12 +215,19 @@ pub struct StoreConfig {
     pub history_days: u32,
     /// Raw events retained per user (oldest dropped first).
     pub history_max_events: u32,
+    /// Newest occurrences per user and event name whose exact times are kept in memory:
+    /// a rolling `within` window is exact over them; one reaching further back counts its
+    /// oldest UTC day in full (0: windows by UTC day only).
+    pub window_exact_events: u32,
     /// How long client ids are remembered for dedup.
     #[serde(with = "serde_str")]
     pub dedup_ttl: Duration,
     /// Most client ids remembered per user.
     pub dedup_max_per_user: usize,
 }
+
+/// Most exact times `store.window_exact_events` may keep per user and event name.
+pub const MAX_WINDOW_EXACT_EVENTS: u32 = 4096;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -230,6 +237,7 @@ impl Default for StoreConfig {
             wal_limit_mb: 256,
             history_days: 90,
             history_max_events: 10_000,
+            window_exact_events: 32,
             dedup_ttl: Duration::from_secs(7 * 86_400),
             dedup_max_per_user: 2_000,
         }
@@ -345,6 +353,11 @@ impl Config {
         if self.session.read_buffer_bytes < 256 {
             return Err("session.read_buffer_bytes must be at least 256".into());
         }
+        if self.store.window_exact_events > MAX_WINDOW_EXACT_EVENTS {
+            return Err(format!(
+                "store.window_exact_events must be at most {MAX_WINDOW_EXACT_EVENTS} (times kept in memory per user and event name)"
+            ));
+        }
         if self.store.history_days < 90 {
             return Err(
                 "store.history_days must be at least 90 (conditions look back 90 days)".into(),
@@ -403,5 +416,15 @@ mod tests {
         assert!(c.validate().is_ok());
         c.store.wal_limit_mb = 0;
         assert!(c.validate().unwrap_err().contains("wal_limit_mb"));
+    }
+
+    #[test]
+    fn exact_window_times_are_read_and_bounded() {
+        let mut c = Config::from_toml("dev = true\n[store]\nwindow_exact_events = 0\n").unwrap();
+        c.apply_dev_defaults();
+        assert_eq!(c.store.window_exact_events, 0);
+        assert!(c.validate().is_ok());
+        c.store.window_exact_events = MAX_WINDOW_EXACT_EVENTS + 1;
+        assert!(c.validate().unwrap_err().contains("window_exact_events"));
     }
 }

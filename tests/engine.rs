@@ -1128,3 +1128,46 @@ async fn a_pending_delivery_is_rendered_when_sent() {
     let (mut ws, _) = srv.hello_long("u_later_name", json!({})).await;
     assert_eq!(recv_message(&mut ws).await["message"]["body"], "Hi Ada");
 }
+
+/// A rolling window is exact: an event leaves `within 10m` 10 minutes after it happened
+/// (not at the next UTC midnight), and a live session sees the segment entry it makes
+/// at that instant.
+#[tokio::test(start_paused = true)]
+async fn a_rolling_window_lets_an_event_go_ten_minutes_after_it() {
+    let srv = engine_server().await;
+    srv.put_ok(
+        "/v1/segments/quiet",
+        json!({"conditions":{"not":{"event":"ping","count":{"op":"gte","value":1},"within":"10m"}}}),
+    )
+    .await;
+    put_campaign(
+        &srv,
+        "come-back",
+        json!({"type":"segment_entry","segment":"quiet"}),
+        banner("Still there?"),
+    )
+    .await;
+    let (mut ws, _) = srv.hello_long("u_quiet", json!({})).await;
+    // Found inside at session start: the entry fires once.
+    assert_eq!(recv_message(&mut ws).await["campaign"], "come-back");
+    send(&mut ws, json!({"type":"track","id":"p1","event":"ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    let (_, user) = srv.get_user("u_quiet").await;
+    assert_eq!(user["segments"], json!([]));
+    jump(Duration::from_secs(599)).await;
+    assert_quiet(&mut ws).await;
+    jump(Duration::from_secs(2)).await;
+    assert_eq!(recv_message(&mut ws).await["campaign"], "come-back");
+    let (_, user) = srv.get_user("u_quiet").await;
+    assert_eq!(user["segments"], json!(["quiet"]));
+    // A backdated server-side event 11 minutes old is outside the window at once.
+    let at = beckon::clock::rfc3339(srv.clock.now_ms() - 11 * 60_000);
+    srv.admin(
+        "POST",
+        "/v1/users/u_quiet/events",
+        Some(json!({"events":[{"id":"old","event":"ping","at":at}]})),
+    )
+    .await;
+    let (_, user) = srv.get_user("u_quiet").await;
+    assert_eq!(user["segments"], json!(["quiet"]));
+}

@@ -17,8 +17,6 @@ pub const MAX_DEPTH: usize = 10;
 /// Most nodes in one condition tree.
 pub const MAX_NODES: usize = 256;
 
-const DAY_MS: Millis = 86_400_000;
-
 /// Attribute-style operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -942,15 +940,7 @@ impl Subject<'_> {
                     Measure::LastSeen { op, dur } if agg.count > 0 => boundary(*op, agg.last + dur),
                     Measure::Count {
                         within: Some(w), ..
-                    } => {
-                        // The oldest bucket still in the window leaves it at (day+1)·DAY + w.
-                        let from = (now - w).div_euclid(DAY_MS) as i32;
-                        agg.days
-                            .iter()
-                            .filter(|(d, _)| *d >= from)
-                            .map(|(d, _)| (*d as Millis + 1) * DAY_MS + w)
-                            .find(|t| *t > now)
-                    }
+                    } => crate::profile::window_leaves_at(agg, *w, now),
                     _ => None,
                 }
             }
@@ -978,6 +968,8 @@ fn round2(x: f64) -> f64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const DAY_MS: Millis = 86_400_000;
 
     fn subject<'a>(
         attrs: &'a Map<String, Value>,
@@ -1054,8 +1046,9 @@ mod tests {
         let a = attrs(json!({"signed_up_at": crate::clock::rfc3339(now - 5 * DAY_MS)}));
         let mut aggs = std::collections::HashMap::new();
         let mut agg = Aggregate::default();
-        crate::profile::record(&mut agg, now - 20 * DAY_MS, now, 90);
-        crate::profile::record(&mut agg, now - 2 * DAY_MS, now, 90);
+        let store = crate::config::StoreConfig::default();
+        crate::profile::record(&mut agg, now - 20 * DAY_MS, now, &store);
+        crate::profile::record(&mut agg, now - 2 * DAY_MS, now, &store);
         aggs.insert("login".to_string(), agg);
         let s = subject(&a, &aggs, now);
         let t = |c: Value| s.eval(&compile(&c, "c", Context::User).unwrap());
@@ -1077,7 +1070,8 @@ mod tests {
         assert!(!t(
             json!({"event":"never","last_seen":{"op":"gte","value":"1d"}})
         ));
-        // Time crossings: since ≥ 5d is now; a 7-day window loses the −2d event later.
+        // Time crossings: since ≥ 5d is now; a 7-day window loses the −2d event 7 days
+        // after it happened (1 ms past: the window includes its start).
         let c = compile(
             &json!({"since":"signed_up_at","op":"gte","value":"6d"}),
             "c",
@@ -1091,10 +1085,7 @@ mod tests {
             Context::User,
         )
         .unwrap();
-        assert_eq!(
-            s.next_crossing(&c),
-            Some(now - 2 * DAY_MS + DAY_MS + 7 * DAY_MS)
-        );
+        assert_eq!(s.next_crossing(&c), Some(now - 2 * DAY_MS + 7 * DAY_MS + 1));
         let c = compile(
             &json!({"event":"login","last_seen":{"op":"gte","value":"14d"}}),
             "c",

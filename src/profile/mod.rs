@@ -6,8 +6,8 @@
 mod state;
 
 pub use state::{
-    activity_at, bump_activity, count_within, record, Aggregates, Derivations, Filter, Mutation,
-    Outcome, UserState,
+    activity_at, bump_activity, count_within, record, window_leaves_at, Aggregates, Derivations,
+    Filter, Mutation, Outcome, UserState,
 };
 
 use std::collections::HashSet;

@@ -230,7 +230,7 @@ impl UserState {
             // Events stored after the snapshot was written.
             for e in events.iter().filter(|e| e.seq > s.aggregates_seq) {
                 let agg = s.aggregates.entry(&e.name);
-                record(agg, e.at, now, cfg.history_days);
+                record(agg, e.at, now, cfg);
                 s.event_seq = s.event_seq.max(e.seq);
             }
             if let Some(e) = rec
@@ -290,7 +290,7 @@ impl UserState {
                     self.filtered.entry(f.key.clone()).or_default(),
                     e.at,
                     now,
-                    cfg.history_days,
+                    cfg,
                 );
             }
         }
@@ -325,7 +325,7 @@ impl UserState {
         ops: &mut Vec<WriteOp>,
     ) {
         let agg = self.aggregates.entry(&name);
-        record(agg, now, now, cfg.store.history_days);
+        record(agg, now, now, &cfg.store);
         self.event_seq += 1;
         ops.push(WriteOp::Event {
             user: user.into(),
@@ -368,7 +368,7 @@ impl UserState {
             } => {
                 let at = at.unwrap_or(now).min(now);
                 let agg = self.aggregates.entry(name);
-                record(agg, at, now, cfg.store.history_days);
+                record(agg, at, now, &cfg.store);
                 let d = &cfg.derive;
                 self.activity = bump_activity(self.activity, at, d.weight(name), d.half_life);
                 for f in d
@@ -381,7 +381,7 @@ impl UserState {
                         self.filtered.entry(f.key.clone()).or_default(),
                         at,
                         now,
-                        cfg.store.history_days,
+                        &cfg.store,
                     );
                 }
                 self.event_seq += 1;
@@ -543,8 +543,9 @@ pub fn is_engagement(name: &str) -> bool {
     name.starts_with("$engage:")
 }
 
-/// Counts one occurrence at `at` into an aggregate, keeping day buckets for the window.
-pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, history_days: u32) {
+/// Counts one occurrence at `at` into an aggregate: day buckets for the history window,
+/// and the newest `store.window_exact_events` times for exact rolling windows.
+pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, cfg: &StoreConfig) {
     if agg.count == 0 {
         agg.first = at;
         agg.last = at;
@@ -554,25 +555,75 @@ pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, history_days: u32) {
     }
     agg.count += 1;
     let day = at.div_euclid(DAY_MS) as i32;
-    let oldest = (now.div_euclid(DAY_MS) as i32) - history_days as i32;
+    let oldest = (now.div_euclid(DAY_MS) as i32) - cfg.history_days as i32;
     if day >= oldest {
         match agg.days.binary_search_by_key(&day, |&(d, _)| d) {
             Ok(i) => agg.days[i].1 += 1,
             Err(i) => agg.days.insert(i, (day, 1)),
         }
+        // The newest `cap` times: an occurrence older than all of a full list is left out.
+        let cap = cfg.window_exact_events as usize;
+        let i = agg.recent.partition_point(|&t| t <= at);
+        if agg.recent.len() < cap {
+            agg.recent.insert(i, at);
+        } else if i > 0 {
+            agg.recent.insert(i, at);
+            agg.recent.remove(0);
+        }
     }
     let keep_from = agg.days.partition_point(|&(d, _)| d < oldest);
     agg.days.drain(..keep_from);
+    let keep_from = agg
+        .recent
+        .partition_point(|&t| (t.div_euclid(DAY_MS) as i32) < oldest);
+    agg.recent.drain(..keep_from);
 }
 
-/// Occurrences within the last `window_ms` (day granularity: whole days overlapping the window).
+/// Where a rolling window of `window_ms` ending at `now` starts: occurrences at or after
+/// it are inside.
+fn window_start(window_ms: Millis, now: Millis) -> Millis {
+    now - window_ms
+}
+
+/// Whether `agg.recent` holds every retained occurrence at or after `start`: it holds
+/// them all, or its oldest is before `start` (it keeps the newest ones).
+fn exact_from(agg: &Aggregate, start: Millis) -> bool {
+    let retained: u64 = agg.days.iter().map(|&(_, c)| c as u64).sum();
+    agg.recent.len() as u64 == retained || agg.recent.first().is_some_and(|&t| t < start)
+}
+
+/// Occurrences within the last `window_ms` (a rolling window: at or after `now −
+/// window_ms`). Exact over the newest `store.window_exact_events` occurrences; a window
+/// reaching further back than those counts the UTC day it starts in in full.
 pub fn count_within(agg: &Aggregate, window_ms: Millis, now: Millis) -> u64 {
-    let from = (now - window_ms).div_euclid(DAY_MS) as i32;
+    let start = window_start(window_ms, now);
+    if exact_from(agg, start) {
+        return (agg.recent.len() - agg.recent.partition_point(|&t| t < start)) as u64;
+    }
+    let from = start.div_euclid(DAY_MS) as i32;
     agg.days
         .iter()
         .filter(|&&(d, _)| d >= from)
         .map(|&(_, c)| c as u64)
         .sum()
+}
+
+/// The next instant after `now` at which an occurrence leaves the rolling window of
+/// `window_ms` (the count of [`count_within`] falls then), if any is inside.
+pub fn window_leaves_at(agg: &Aggregate, window_ms: Millis, now: Millis) -> Option<Millis> {
+    let start = window_start(window_ms, now);
+    if exact_from(agg, start) {
+        // The oldest time inside is still inside at `t + window_ms`, out 1 ms later.
+        let i = agg.recent.partition_point(|&t| t < start);
+        return agg.recent.get(i).map(|&t| t + window_ms + 1);
+    }
+    // By day: the oldest bucket still in the window leaves it at (day+1)·DAY + w.
+    let from = start.div_euclid(DAY_MS) as i32;
+    agg.days
+        .iter()
+        .filter(|(d, _)| *d >= from)
+        .map(|(d, _)| (*d as Millis + 1) * DAY_MS + window_ms)
+        .find(|t| *t > now)
 }
 
 #[cfg(test)]
@@ -758,15 +809,92 @@ mod tests {
     fn day_buckets_keep_the_history_window() {
         let mut agg = Aggregate::default();
         let now = 200 * DAY_MS;
-        record(&mut agg, now - 100 * DAY_MS, now, 90);
-        record(&mut agg, now - 89 * DAY_MS, now, 90);
-        record(&mut agg, now, now, 90);
+        let c = StoreConfig::default();
+        record(&mut agg, now - 100 * DAY_MS, now, &c);
+        record(&mut agg, now - 89 * DAY_MS, now, &c);
+        record(&mut agg, now, now, &c);
         assert_eq!(agg.count, 3, "lifetime count keeps everything");
         assert_eq!(
             agg.days.len(),
             2,
             "buckets older than the window are dropped"
         );
+        assert_eq!(agg.recent.as_slice(), &[now - 89 * DAY_MS, now]);
+    }
+
+    const HOUR: Millis = 3_600_000;
+
+    #[test]
+    fn windows_roll_to_the_millisecond_within_a_day() {
+        // Noon: the day-granular count took the whole day (and yesterday's overlap).
+        let now = 200 * DAY_MS + 12 * HOUR;
+        let c = StoreConfig::default();
+        let mut agg = Aggregate::default();
+        for at in [now - 30 * HOUR, now - 2 * HOUR, now - HOUR, now - 1000] {
+            record(&mut agg, at, now, &c);
+        }
+        assert_eq!(count_within(&agg, HOUR, now), 2, "now − 1 h is inside");
+        assert_eq!(count_within(&agg, HOUR - 1, now), 1);
+        assert_eq!(count_within(&agg, 2 * HOUR, now), 3);
+        assert_eq!(count_within(&agg, DAY_MS, now), 3);
+        assert_eq!(count_within(&agg, 2 * DAY_MS, now), 4);
+        assert_eq!(count_within(&agg, 500, now), 0);
+        // The −1 h event leaves a 1 h window 1 ms after now; then the −1 s one.
+        assert_eq!(window_leaves_at(&agg, HOUR, now), Some(now + 1));
+        assert_eq!(
+            window_leaves_at(&agg, HOUR, now + 1),
+            Some(now - 1000 + HOUR + 1)
+        );
+        assert_eq!(count_within(&agg, HOUR, now + 1), 1);
+        assert_eq!(window_leaves_at(&agg, 500, now), None);
+        // Out of order (a backdated REST event) lands in its place.
+        record(&mut agg, now - 90 * 60_000, now, &c);
+        assert_eq!(count_within(&agg, 2 * HOUR, now), 4);
+        assert!(agg.recent.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_window_past_the_kept_times_counts_its_first_day_whole() {
+        let now = 200 * DAY_MS + 12 * HOUR;
+        let c = StoreConfig {
+            window_exact_events: 3,
+            ..StoreConfig::default()
+        };
+        let mut agg = Aggregate::default();
+        // Five events, an hour apart, ending an hour ago: the newest three are kept.
+        for i in (1..=5).rev() {
+            record(&mut agg, now - i * HOUR, now, &c);
+        }
+        assert_eq!(agg.recent.len(), 3);
+        // Windows the kept times cover are exact.
+        assert_eq!(count_within(&agg, HOUR, now), 1);
+        assert_eq!(count_within(&agg, 3 * HOUR - 1, now), 2);
+        // Reaching past them, the window's first (UTC) day counts whole: all five.
+        assert_eq!(count_within(&agg, 4 * HOUR, now), 5);
+        // An event older than every kept time still counts by day, not in `recent`.
+        record(&mut agg, now - 10 * HOUR, now, &c);
+        assert_eq!(agg.recent.first(), Some(&(now - 3 * HOUR)));
+        assert_eq!(count_within(&agg, 11 * HOUR, now), 6);
+        // A snapshot from before `recent` existed: windows by day, as they were.
+        let mut old = agg.clone();
+        old.recent.clear();
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("recent"));
+        let old: Aggregate = serde_json::from_str(&json).unwrap();
+        assert_eq!(count_within(&old, HOUR, now), 6);
+        assert_eq!(
+            window_leaves_at(&old, HOUR, now),
+            Some((now.div_euclid(DAY_MS) + 1) * DAY_MS + HOUR)
+        );
+        // 0 keeps no times: windows by day.
+        let by_day = StoreConfig {
+            window_exact_events: 0,
+            ..StoreConfig::default()
+        };
+        let mut agg = Aggregate::default();
+        record(&mut agg, now - 2 * HOUR, now, &by_day);
+        assert!(agg.recent.is_empty());
+        assert_eq!(count_within(&agg, HOUR, now), 1);
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub struct Aggregate {
     pub last: Millis,
     /// `(day since epoch, count)`, ascending, retained for the history window.
     pub days: Vec<(i32, u32)>,
+    /// The newest occurrences' times, ascending, at most `store.window_exact_events`
+    /// (one inline, no allocation): rolling windows are exact over them. Absent in
+    /// snapshots written before it existed (windows fall back to UTC days there).
+    #[serde(default, skip_serializing_if = "smallvec::SmallVec::is_empty")]
+    pub recent: smallvec::SmallVec<[Millis; 1]>,
 }
 
 /// Everything stored about one user, as loaded into memory.

@@ -1179,6 +1179,7 @@ mod tests {
                             first: 1,
                             last: 5,
                             days: vec![(0, 2)],
+                            ..Default::default()
                         },
                     )])
                     .unwrap(),
