@@ -77,18 +77,6 @@ impl App {
         let before = now - self.cfg.session.resume_ttl.as_millis() as i64;
         for s in self.registry.expire(before) {
             let ended = s.core.lock().detached_at.unwrap_or(now);
-            let mut props = Map::new();
-            props.insert("session".into(), Value::String(s.id.to_string()));
-            props.insert("duration_ms".into(), Value::from(ended - s.started_at));
-            let m = Mutation::Event {
-                id: None,
-                name: "$session_end".into(),
-                properties: props,
-                at: Some(ended),
-            };
-            let del = WriteOp::DeleteSession {
-                id: s.id.to_string(),
-            };
             let unacked: Vec<Arc<str>> = s
                 .core
                 .lock()
@@ -96,9 +84,87 @@ impl App {
                 .iter()
                 .map(|e| e.rec.frame.clone())
                 .collect();
+            let (m, del) = session_end(&s.id, s.started_at, ended);
             if let Err(e) = crate::engine::session_expired(self, &s.user, m, del, unacked).await {
                 tracing::warn!(error = %e, "recording session end failed");
             }
+        }
+    }
+
+    /// Sessions the store holds that no process resumed (they were live when an earlier
+    /// process stopped without draining, e.g. a crash) are ended like the in-memory ones
+    /// once past `resume_ttl` (+ a minute): what they delivered but was never acked goes
+    /// to the user's live session or waits for their next one. Retention would
+    /// otherwise delete them with their outbox.
+    pub async fn expire_stored_sessions(self: &Arc<Self>) {
+        const CHUNK: usize = 256;
+        let before = self.stored_sessions_before();
+        loop {
+            let stale = match self.store.stale_sessions(before, CHUNK).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading stale sessions failed");
+                    return;
+                }
+            };
+            let (n, mut ended) = (stale.len(), 0);
+            for rec in stale {
+                // Live in this process: its row is refreshed (see `refresh_live_sessions`).
+                if self.registry.get(&rec.id).is_some() {
+                    continue;
+                }
+                let (m, del) = session_end(&rec.id, rec.started_at, rec.updated_at);
+                let unacked = rec.outbox.into_iter().map(|o| o.frame).collect();
+                if let Err(e) =
+                    crate::engine::session_expired(self, &rec.user, m, del, unacked).await
+                {
+                    tracing::warn!(error = %e, "ending a stored session failed");
+                    return;
+                }
+                ended += 1;
+            }
+            if n < CHUNK || ended == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Stored sessions last seen before this are past resuming (retention deletes them).
+    fn stored_sessions_before(&self) -> crate::clock::Millis {
+        self.clock.now_ms() - self.cfg.session.resume_ttl.as_millis() as i64 - 60_000
+    }
+
+    /// Keeps the stored `updated_at` of live sessions fresh, a share of them per expiry
+    /// tick so that each is written every `resume_ttl / 4` or more often: a session's row
+    /// is otherwise written only when it starts and when it detaches, and retention (or
+    /// the next process, after a crash) would take a session live for longer than
+    /// `resume_ttl` for one nobody can resume.
+    pub fn refresh_live_sessions(&self, tick: u64) {
+        use std::hash::{Hash, Hasher};
+        let every = (self.cfg.session.resume_ttl / 4)
+            .as_secs()
+            .checked_div(EXPIRY_TICK.as_secs())
+            .unwrap_or(1)
+            .max(1);
+        let now = self.clock.now_ms();
+        let ops: Vec<WriteOp> = self
+            .registry
+            .all_live()
+            .into_iter()
+            .filter(|s| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                s.id.hash(&mut h);
+                h.finish() % every == tick % every
+            })
+            .map(|s| WriteOp::Session {
+                id: s.id.to_string(),
+                user: s.user.to_string(),
+                started_at: s.started_at,
+                updated_at: now,
+            })
+            .collect();
+        if !ops.is_empty() {
+            drop(self.store.submit(ops));
         }
     }
 
@@ -111,7 +177,7 @@ impl App {
                 history_before: now - sc.history_days as i64 * 86_400_000,
                 history_max_events: sc.history_max_events,
                 dedup_before: now - sc.dedup_ttl.as_millis() as i64,
-                sessions_before: now - self.cfg.session.resume_ttl.as_millis() as i64 - 60_000,
+                sessions_before: self.stored_sessions_before(),
             }])
             .wait()
             .await
@@ -250,13 +316,40 @@ pub async fn start(cfg: Config, clock: Clock) -> anyhow::Result<Running> {
     })
 }
 
+/// How often sessions past `resume_ttl` are ended.
+const EXPIRY_TICK: Duration = Duration::from_secs(30);
+
+/// The `$session_end` event of a session and the write that deletes it.
+fn session_end(
+    id: &str,
+    started_at: crate::clock::Millis,
+    ended: crate::clock::Millis,
+) -> (Mutation, WriteOp) {
+    let mut props = Map::new();
+    props.insert("session".into(), Value::String(id.to_string()));
+    props.insert("duration_ms".into(), Value::from(ended - started_at));
+    let m = Mutation::Event {
+        id: None,
+        name: "$session_end".into(),
+        properties: props,
+        at: Some(ended),
+    };
+    (m, WriteOp::DeleteSession { id: id.to_string() })
+}
+
 async fn maintenance(app: Arc<App>) {
-    let mut expiry = tokio::time::interval(Duration::from_secs(30));
+    let mut expiry = tokio::time::interval(EXPIRY_TICK);
     let mut retention = tokio::time::interval(Duration::from_secs(3600));
+    let mut tick = 0u64;
     loop {
         tokio::select! {
             _ = app.shutdown.cancelled() => return,
-            _ = expiry.tick() => app.expire_sessions().await,
+            _ = expiry.tick() => {
+                app.expire_sessions().await;
+                app.refresh_live_sessions(tick);
+                app.expire_stored_sessions().await;
+                tick += 1;
+            }
             _ = retention.tick() => {
                 if let Err(e) = app.prune().await {
                     tracing::warn!(error = %e, "retention pass failed");

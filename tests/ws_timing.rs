@@ -262,3 +262,53 @@ async fn unacked_deliveries_of_an_expired_session_go_to_a_live_one() {
     srv.app().expire_sessions().await;
     assert_eq!(recv_message(&mut other).await["delivery"], m["delivery"]);
 }
+
+/// A session live for longer than `resume_ttl` keeps its stored row and unacked
+/// deliveries through the retention pass (its row's `updated_at` is refreshed while it
+/// is live): after a crash it can still be resumed. Retention used to delete both.
+#[tokio::test(start_paused = true)]
+async fn a_long_lived_session_keeps_its_stored_outbox_through_retention() {
+    let srv = resume_window_60s_with_a_campaign().await;
+    let (mut ws, welcome) = srv.hello_long("u_long", json!({})).await;
+    let session = welcome["session"].as_str().unwrap().to_string();
+    send(&mut ws, json!({"type":"track","id":"g1","event":"go"})).await;
+    let m = recv_message(&mut ws).await;
+    advance(Duration::from_secs(300)).await;
+    srv.app().prune().await.unwrap();
+    let rec = srv.app().store.load_session(&session).await.unwrap();
+    let rec = rec.expect("a live session's row outlives retention");
+    assert_eq!(rec.outbox.len(), 1);
+    assert_eq!(rec.outbox[0].delivery, m["delivery"].as_str().unwrap());
+    assert!(rec.updated_at >= srv.clock.now_ms() - 60_000);
+}
+
+/// A session the store holds but no process resumes (the process that served it
+/// stopped; a crash leaves the same rows) is ended once past `resume_ttl`: what it was
+/// sent and never acked goes to the user's next session, same delivery id. Retention
+/// used to delete it with its outbox.
+#[tokio::test(start_paused = true)]
+async fn unacked_deliveries_of_a_session_from_before_a_restart_go_to_the_next_one() {
+    let mut srv = resume_window_60s_with_a_campaign().await;
+    let (mut ws, w) = srv.hello("u_restarted").await;
+    let old = w["session"].as_str().unwrap().to_string();
+    send(&mut ws, json!({"type":"track","id":"g1","event":"go"})).await;
+    let m = recv_message(&mut ws).await;
+    drop(ws);
+    settle().await;
+    srv.stop().await;
+    let mut cfg = base_config(srv.dir.path());
+    cfg.session.resume_ttl = Duration::from_secs(60);
+    cfg.session.heartbeat = Duration::from_secs(3600);
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    let srv2 = start_in(dir, cfg).await;
+    // Past resume_ttl + 1 min; the sweep (every 30 s) hands the delivery on.
+    advance(Duration::from_secs(151)).await;
+    real_wait(50).await;
+    let (mut ws, w) = srv2.hello("u_restarted").await;
+    assert_eq!(w["resumed"], false);
+    let again = recv_message(&mut ws).await;
+    assert_eq!(again["delivery"], m["delivery"]);
+    assert_eq!(again["message"]["body"], "Hi");
+    // Handed on, the old session is gone from the store.
+    assert!(srv2.app().store.load_session(&old).await.unwrap().is_none());
+}

@@ -325,6 +325,15 @@ pub trait Store: Send + Sync + 'static {
     /// Loads a session with its outbox.
     async fn load_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// Sessions last seen before `before` that still hold unacknowledged deliveries, at
+    /// most `limit`: retention hands their deliveries back to the engine (the user's next
+    /// session gets them) before it deletes them.
+    async fn stale_sessions(
+        &self,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
     /// Loads a delivery's ownership record.
     async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
 

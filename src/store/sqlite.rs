@@ -814,11 +814,29 @@ fn prune(conn: &mut Connection, op: &WriteOp) -> rusqlite::Result<()> {
             &keep_from,
         )?;
     }
-    // Sessions with their outboxes, a chunk of sessions per transaction.
+    // Outbox rows of sessions no longer stored (a session live past retention used to
+    // lose its row while it kept delivering).
+    loop {
+        let n = conn.execute(
+            "DELETE FROM outbox WHERE (session, seq) IN
+               (SELECT session, seq FROM outbox WHERE session NOT IN (SELECT id FROM sessions) LIMIT ?1)",
+            params![PRUNE_CHUNK as i64],
+        )?;
+        if n < PRUNE_CHUNK {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Sessions, a chunk per transaction. One that still holds unacked deliveries is left
+    // to the engine, which hands them to the user's next session and then deletes it
+    // (`App::expire_stored_sessions`).
     loop {
         let tx = conn.transaction()?;
         let ids: Vec<String> = tx
-            .prepare("SELECT id FROM sessions WHERE updated_at < ?1 LIMIT ?2")?
+            .prepare(
+                "SELECT id FROM sessions WHERE updated_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox WHERE session = sessions.id) LIMIT ?2",
+            )?
             .query_map(params![sessions_before, PRUNE_CHUNK as i64], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         // Prepared once per chunk, not once per session (the write lock is held).
@@ -842,6 +860,54 @@ fn json_map(text: &str) -> Map<String, Value> {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     }
+}
+
+/// A session with its outbox, `None` when it is not stored.
+fn session_record(c: &Connection, id: String) -> Result<Option<SessionRecord>, StoreError> {
+    let row = c
+        .prepare_cached(
+            "SELECT user, started_at, seq, acked, updated_at FROM sessions WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get(4)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(err)?;
+    let Some((user, started_at, seq, acked, updated_at)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = c
+        .prepare_cached("SELECT seq, delivery, frame FROM outbox WHERE session = ?1 ORDER BY seq")
+        .map_err(err)?;
+    let outbox = stmt
+        .query_map(params![id], |r| {
+            Ok(OutboxRecord {
+                seq: r.get::<_, i64>(0)? as u64,
+                delivery: r.get(1)?,
+                frame: r.get::<_, String>(2)?.into(),
+            })
+        })
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    let last_outbox = outbox.last().map_or(0, |o| o.seq);
+    Ok(Some(SessionRecord {
+        id,
+        user,
+        started_at,
+        // `acked` was last written by versions that stored acks in the row.
+        seq: (seq as u64).max(acked as u64).max(last_outbox),
+        updated_at,
+        outbox,
+    }))
 }
 
 #[async_trait]
@@ -1006,53 +1072,30 @@ impl Store for SqliteStore {
 
     async fn load_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let id = id.to_string();
+        self.read(move |c| session_record(c, id)).await
+    }
+
+    async fn stale_sessions(
+        &self,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         self.read(move |c| {
-            let row = c
+            let ids: Vec<String> = c
                 .prepare_cached(
-                    "SELECT user, started_at, seq, acked, updated_at FROM sessions WHERE id = ?1",
+                    "SELECT id FROM sessions WHERE updated_at < ?1
+                       AND EXISTS (SELECT 1 FROM outbox WHERE session = sessions.id) LIMIT ?2",
                 )
                 .and_then(|mut s| {
-                    s.query_row(params![id], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get(4)?,
-                        ))
-                    })
-                    .optional()
+                    s.query_map(params![before, limit as i64], |r| r.get(0))?
+                        .collect::<Result<_, _>>()
                 })
                 .map_err(err)?;
-            let Some((user, started_at, seq, acked, updated_at)) = row else {
-                return Ok(None);
-            };
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT seq, delivery, frame FROM outbox WHERE session = ?1 ORDER BY seq",
-                )
-                .map_err(err)?;
-            let outbox = stmt
-                .query_map(params![id], |r| {
-                    Ok(OutboxRecord {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        delivery: r.get(1)?,
-                        frame: r.get::<_, String>(2)?.into(),
-                    })
-                })
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            let last_outbox = outbox.last().map_or(0, |o| o.seq);
-            Ok(Some(SessionRecord {
-                id,
-                user,
-                started_at,
-                // `acked` was last written by versions that stored acks in the row.
-                seq: (seq as u64).max(acked as u64).max(last_outbox),
-                updated_at,
-                outbox,
-            }))
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(session_record(c, id)?);
+            }
+            Ok(out)
         })
         .await
     }
@@ -1331,7 +1374,8 @@ mod tests {
         let rec = s.load_session("s1").await.unwrap().unwrap();
         assert_eq!(rec.seq, 4);
         assert!(rec.outbox.is_empty());
-        // Retention forgets a session not seen since the cutoff, with its outbox.
+        // A session not seen since the cutoff that holds unacked deliveries is stale: the
+        // engine hands them on; retention leaves it.
         s.submit(vec![WriteOp::Outbox {
             session: "s1".into(),
             entry: entry(6),
@@ -1345,15 +1389,42 @@ mod tests {
             dedup_before: 0,
             sessions_before,
         };
-        s.submit(vec![prune(10)]).wait().await.unwrap();
+        assert!(s.stale_sessions(10, 10).await.unwrap().is_empty());
+        let stale = s.stale_sessions(11, 10).await.unwrap();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(
+            (stale[0].id.as_str(), &stale[0].outbox),
+            ("s1", &vec![entry(6)])
+        );
+        s.submit(vec![prune(11)]).wait().await.unwrap();
         assert_eq!(
             s.load_session("s1").await.unwrap().unwrap().outbox,
             vec![entry(6)]
         );
+        // Acked (or handed on), it is forgotten at the cutoff.
+        s.submit(vec![WriteOp::Ack {
+            session: "s1".into(),
+            upto: 6,
+        }])
+        .wait()
+        .await
+        .unwrap();
+        assert!(s.stale_sessions(11, 10).await.unwrap().is_empty());
+        s.submit(vec![prune(10)]).wait().await.unwrap();
+        assert!(s.load_session("s1").await.unwrap().is_some());
         s.submit(vec![prune(11)]).wait().await.unwrap();
         assert!(s.load_session("s1").await.unwrap().is_none());
-        let rows = rows(&s, "outbox").await;
-        assert_eq!(rows, 0);
+        // Outbox rows of a session with no row (left by earlier versions) go too.
+        s.submit(vec![WriteOp::Outbox {
+            session: "gone".into(),
+            entry: entry(1),
+        }])
+        .wait()
+        .await
+        .unwrap();
+        assert_eq!(rows(&s, "outbox").await, 1);
+        s.submit(vec![prune(0)]).wait().await.unwrap();
+        assert_eq!(rows(&s, "outbox").await, 0);
     }
 
     #[tokio::test]
