@@ -359,9 +359,11 @@ async fn maintenance(app: Arc<App>) {
     }
 }
 
-/// Runs until SIGINT/SIGTERM, then drains.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Runs until SIGINT/SIGTERM, then drains. `on_listening` gets the bound address (the
+/// port the OS chose for `--listen …:0`).
+pub async fn run(cfg: Config, on_listening: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     let running = start(cfg, Clock::system()).await?;
+    on_listening(running.addr);
     shutdown_signal().await;
     tracing::info!("draining");
     running.shutdown().await;

@@ -168,7 +168,7 @@ fn init_tracing(cfg: &Config) {
     }
 }
 
-fn print_dev_banner(cfg: &Config) {
+fn print_dev_banner(listen: std::net::SocketAddr) {
     eprintln!(
         "\n\
          ================================================================\n\
@@ -178,8 +178,7 @@ fn print_dev_banner(cfg: &Config) {
            admin token:   {DEV_ADMIN_TOKEN}\n\
            write key:     {DEV_WRITE_KEY}\n\
            mint a token:  beckon token --dev --user u_1\n\
-         ================================================================\n",
-        listen = cfg.listen
+         ================================================================\n"
     );
 }
 
@@ -258,9 +257,7 @@ pub fn main() -> ExitCode {
                 }
             };
             init_tracing(&cfg);
-            if cfg.dev {
-                print_dev_banner(&cfg);
-            }
+            let dev = cfg.dev;
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -268,7 +265,13 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(crate::app::run(cfg)) {
+            // After binding: the banner shows the port the OS chose for `--listen …:0`.
+            let banner = move |addr| {
+                if dev {
+                    print_dev_banner(addr)
+                }
+            };
+            match rt.block_on(crate::app::run(cfg, banner)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

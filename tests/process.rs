@@ -340,3 +340,37 @@ fn cli_help_token_and_config_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--dev` prints its banner once listening, with the port the OS chose for
+/// `--listen 127.0.0.1:0` (it used to print port 0), and that address answers.
+#[tokio::test]
+async fn the_dev_banner_names_the_bound_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("listening:") {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let proc = Proc {
+        child,
+        addr: rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+    };
+    assert!(!proc.addr.ends_with(":0"), "{}", proc.addr);
+    let r = reqwest::get(format!("{}/healthz", proc.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
