@@ -41,7 +41,7 @@ fn spawn(data_dir: &std::path::Path, extra: &[&str], shell_prefix: Option<&str>)
         "json".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut cmd = match shell_prefix {
+    let cmd = match shell_prefix {
         Some(prefix) => {
             let mut c = Command::new("sh");
             let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
@@ -55,6 +55,16 @@ fn spawn(data_dir: &std::path::Path, extra: &[&str], shell_prefix: Option<&str>)
             c
         }
     };
+    launch(cmd, |line| {
+        let v = serde_json::from_str::<Value>(line).ok()?;
+        (v["fields"]["message"] == "beckon listening")
+            .then(|| v["fields"]["addr"].as_str().unwrap_or_default().to_string())
+    })
+}
+
+/// Runs `cmd` with its stderr read on a thread (to the end, so it never blocks on a full
+/// pipe) until `listening` finds the bound address in a line of it.
+fn launch(mut cmd: Command, listening: fn(&str) -> Option<String>) -> Proc {
     let mut child = cmd
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
@@ -67,12 +77,9 @@ fn spawn(data_dir: &std::path::Path, extra: &[&str], shell_prefix: Option<&str>)
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["fields"]["message"] == "beckon listening" {
-                        let _ =
-                            tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_string());
-                        sent = true;
-                    }
+                if let Some(addr) = listening(&line) {
+                    let _ = tx.send(addr);
+                    sent = true;
                 }
             }
         }
@@ -346,30 +353,19 @@ fn cli_help_token_and_config_errors() {
 #[tokio::test]
 async fn the_dev_banner_names_the_bound_port() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.trim().strip_prefix("listening:") {
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                let _ = tx.send(url.to_string());
-            }
-        }
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path());
+    let proc = launch(cmd, |line| {
+        let url = line
+            .trim()
+            .strip_prefix("listening:")?
+            .split_whitespace()
+            .next()?;
+        Some(url.trim_start_matches("http://").to_string())
     });
-    let proc = Proc {
-        child,
-        addr: rx.recv_timeout(Duration::from_secs(20)).unwrap(),
-    };
     assert!(!proc.addr.ends_with(":0"), "{}", proc.addr);
-    let r = reqwest::get(format!("{}/healthz", proc.addr))
+    let r = reqwest::get(format!("http://{}/healthz", proc.addr))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
