@@ -716,3 +716,28 @@ async fn max_connections_refuses_cleanly_with_503() {
     }
     assert!(ok, "connections served again after one closed");
 }
+
+/// A client's Close is answered with a Close (RFC 6455 §5.5.1), so the client sees a
+/// clean close with its own code rather than a dropped connection (1006).
+#[tokio::test]
+async fn a_client_close_is_echoed() {
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let srv = start().await;
+    let (mut ws, _) = srv.hello("u_bye").await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    assert_eq!(expect_close(&mut ws).await, Some(1000));
+    // Also before the hello.
+    let mut ws = srv.connect().await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Away,
+        reason: "".into(),
+    })))
+    .await
+    .unwrap();
+    assert_eq!(expect_close(&mut ws).await, Some(1001));
+}

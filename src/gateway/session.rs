@@ -36,6 +36,9 @@ enum End {
     Close(CloseCode, String),
     /// The peer is gone (or the transport failed): nothing to send.
     Gone,
+    /// The peer sent a Close frame: tungstenite has queued the reply (RFC 6455 §5.5.1),
+    /// which only needs flushing.
+    PeerClosed,
 }
 
 /// What woke an idle session.
@@ -58,7 +61,8 @@ fn classify(msg: Option<Result<Message, WsError>>) -> Incoming {
     match msg {
         Some(Ok(Message::Text(t))) => Incoming::Text(t),
         Some(Ok(Message::Binary(_))) => Incoming::Binary,
-        Some(Ok(Message::Close(_))) | None => Incoming::End(End::Gone),
+        Some(Ok(Message::Close(_))) => Incoming::End(End::PeerClosed),
+        None => Incoming::End(End::Gone),
         Some(Ok(_)) => Incoming::Other,
         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
             Incoming::End(close(
@@ -104,10 +108,17 @@ where
         }
         Err(end) => end,
     };
-    if let End::Close(code, reason) = end {
-        app.metrics.close(code);
-        tracing::debug!(code = code.code(), %reason, "closing session");
-        Box::pin(send_close(ws, code, &reason)).await;
+    match end {
+        End::Close(code, reason) => {
+            app.metrics.close(code);
+            tracing::debug!(code = code.code(), %reason, "closing session");
+            Box::pin(send_close(ws, code, &reason)).await;
+        }
+        End::PeerClosed => {
+            // Echo the peer's close (queued by tungstenite on reading it), briefly.
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.flush()).await;
+        }
+        End::Gone => {}
     }
 }
 
@@ -144,7 +155,8 @@ where
                     "the first frame must be a hello text frame",
                 ))
             }
-            Some(Ok(Message::Close(_))) | None => return Err(End::Gone),
+            Some(Ok(Message::Close(_))) => return Err(End::PeerClosed),
+            None => return Err(End::Gone),
             Some(Ok(_)) => continue,
             Some(Err(WsError::Capacity(_))) => {
                 return Err(close(CloseCode::TooBig, "frame over the size limit"))
