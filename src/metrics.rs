@@ -214,12 +214,20 @@ impl Metrics {
         self.fanout_seconds.observe(done.as_secs_f64());
     }
 
-    /// Prometheus text exposition.
+    /// OpenMetrics text exposition (`application/openmetrics-text; version=1.0.0`).
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Prometheus text exposition (`text/plain; version=0.0.4`): the OpenMetrics text
+    /// with each counter's `# HELP`/`# TYPE` named as its samples are (`…_total`; in
+    /// OpenMetrics they name the family without the suffix) and no `# EOF`. These
+    /// metrics use only counters, gauges and histograms, which is all it takes.
+    pub fn render_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.render())
     }
 
     /// Counts an error frame.
@@ -237,4 +245,38 @@ impl Metrics {
             .get_or_create(&CodeLabel { code: code.label() })
             .inc();
     }
+}
+
+/// See [`Metrics::render_prometheus`].
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }

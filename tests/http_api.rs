@@ -382,12 +382,18 @@ async fn health_readiness_and_metrics() {
     recv(&mut ws).await;
     send_text(&mut ws, "nope").await;
     recv(&mut ws).await;
-    let text = reqwest::get(srv.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let r = reqwest::get(srv.url("/metrics")).await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    // Prometheus text: a counter's TYPE names its samples; no OpenMetrics `# EOF`.
+    assert!(
+        text.contains("# TYPE beckon_frames_in_total counter"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"));
     for needle in [
         "beckon_sessions 1",
         "beckon_frames_in_total{type=\"track\"} 1",
@@ -399,6 +405,24 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(text.contains(needle), "metrics lack `{needle}`:\n{text}");
     }
+    // OpenMetrics for a scraper that asks for it (Prometheus does).
+    let r = srv
+        .http()
+        .get(srv.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("# TYPE beckon_frames_in counter"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
 }
 
 /// A Segment batch: a bad call is reported and the good ones are applied (Segment's
