@@ -108,17 +108,45 @@ pub fn lift(cv: u64, nv: u64, cc: u64, nc: u64) -> (Option<f64>, Option<[f64; 2]
     (Some(l), Some(ci))
 }
 
-/// Builds the stats answer.
+/// What the store holds of a campaign over the queried hours.
+pub struct Counted {
+    /// Counts per `(variant, hour, metric)`.
+    pub rows: Rows,
+    /// Unique users per `(variant, metric)` over the whole range.
+    pub uniques: Uniques,
+    /// Unique users per `(variant, bucket's first hour, metric)` for conversions and
+    /// control conversions (see [`CONVERTED`]).
+    pub converted: Rows,
+}
+
+/// The metrics counted in users rather than occurrences (contract §7: conversions are
+/// "users with an impression who did the goal event within the goal window after it").
+pub const CONVERTED: [&str; 2] = [metric::CONVERT, metric::CONTROL_CONVERT];
+
+/// Builds the stats answer. `variants` are the campaign's `(id, control)`: a variant
+/// with nothing counted yet is listed with zeros.
 pub fn summarize(
     campaign: &str,
     from: Millis,
     to: Millis,
     interval: Interval,
-    control_variants: &[String],
-    rows: &Rows,
-    uniques: &Uniques,
+    variants: &[(String, bool)],
+    counted: &Counted,
 ) -> Value {
-    let mut per_variant: BTreeMap<String, HashMap<String, u64>> = BTreeMap::new();
+    let Counted {
+        rows,
+        uniques,
+        converted,
+    } = counted;
+    let control_variants: Vec<&String> = variants
+        .iter()
+        .filter(|(_, control)| *control)
+        .map(|(id, _)| id)
+        .collect();
+    let mut per_variant: BTreeMap<String, HashMap<String, u64>> = variants
+        .iter()
+        .map(|(id, _)| (id.clone(), HashMap::new()))
+        .collect();
     let mut series: BTreeMap<(i64, String), HashMap<&str, u64>> = BTreeMap::new();
     for (variant, hour, metric, n) in rows {
         *per_variant
@@ -131,8 +159,19 @@ pub fn summarize(
             metric::IMPRESSION => "impressions",
             metric::CLICK => "clicks",
             metric::DISMISS => "dismissals",
-            metric::CONVERT => "conversions",
             metric::CONTROL => "control_exposures",
+            // Users per bucket, from `converted` below.
+            _ => continue,
+        };
+        *series
+            .entry((interval.bucket(*hour), variant.clone()))
+            .or_default()
+            .entry(key)
+            .or_default() += n;
+    }
+    for (variant, hour, metric, n) in converted {
+        let key = match metric.as_str() {
+            metric::CONVERT => "conversions",
             metric::CONTROL_CONVERT => "control_conversions",
             _ => continue,
         };
@@ -151,21 +190,23 @@ pub fn summarize(
     };
     // Control: every control variant together.
     let mut control = (0u64, 0u64, 0u64, 0u64);
-    for v in control_variants {
-        let m = per_variant.get(v);
+    for v in &control_variants {
+        let m = per_variant.get(v.as_str());
         let get = |k: &str| m.and_then(|m| m.get(k)).copied().unwrap_or(0);
         control.0 += get(metric::CONTROL);
-        control.1 += get(metric::CONTROL_CONVERT);
+        // Control conversions are users, like conversions.
+        control.1 += uniq(v, metric::CONTROL_CONVERT);
         control.2 += uniq(v, metric::CONTROL);
         control.3 += uniq(v, metric::CONTROL_CONVERT);
     }
     let mut variants = Vec::new();
     for (v, m) in &per_variant {
-        if control_variants.contains(v) {
+        if control_variants.contains(&v) {
             continue;
         }
         let get = |k: &str| m.get(k).copied().unwrap_or(0);
-        let (imp, conv) = (get(metric::IMPRESSION), get(metric::CONVERT));
+        // Conversions are users (contract §7), not converted deliveries.
+        let (imp, conv) = (get(metric::IMPRESSION), uniq(v, metric::CONVERT));
         let by_button: Map<String, Value> = m
             .iter()
             .filter_map(|(k, n)| k.strip_prefix("click:").map(|b| (b.to_string(), json!(n))))
@@ -286,20 +327,31 @@ mod tests {
             ("a".into(), 11, metric::CLICK.into(), 2),
             ("a".into(), 11, "click:go".into(), 2),
             ("a".into(), 35, metric::DISMISS.into(), 1),
-            ("a".into(), 35, metric::CONVERT.into(), 2),
+            // Three converted deliveries of two users.
+            ("a".into(), 35, metric::CONVERT.into(), 3),
             ("ctl".into(), 10, metric::CONTROL.into(), 4),
             ("ctl".into(), 12, metric::CONTROL_CONVERT.into(), 1),
         ];
-        let uniques: Uniques = vec![("a".into(), metric::IMPRESSION.into(), 3)];
-        let s = summarize(
-            "c",
-            0,
-            100 * HOUR_MS,
-            Interval::Day,
-            &["ctl".to_string()],
-            &rows,
-            &uniques,
-        );
+        let uniques: Uniques = vec![
+            ("a".into(), metric::IMPRESSION.into(), 3),
+            ("a".into(), metric::CONVERT.into(), 2),
+            ("ctl".into(), metric::CONTROL_CONVERT.into(), 1),
+        ];
+        let converted: Rows = vec![
+            ("a".into(), 24, metric::CONVERT.into(), 2),
+            ("ctl".into(), 0, metric::CONTROL_CONVERT.into(), 1),
+        ];
+        let variants = [
+            ("a".to_string(), false),
+            ("b".to_string(), false),
+            ("ctl".to_string(), true),
+        ];
+        let counted = Counted {
+            rows,
+            uniques,
+            converted,
+        };
+        let s = summarize("c", 0, 100 * HOUR_MS, Interval::Day, &variants, &counted);
         let a = &s["variants"][0];
         assert_eq!(
             (a["impressions"].as_u64(), a["clicks"].as_u64()),
@@ -309,7 +361,23 @@ mod tests {
         assert_eq!(a["conversion_rate"], 0.5);
         assert_eq!(a["clicks_by_button"]["go"], 2);
         assert_eq!(a["unique_users"]["impressions"], 3);
+        assert_eq!(a["conversions"], 2, "users, not converted deliveries");
         assert_eq!(a["lift"], 1.0, "0.5 vs 0.25");
+        // A variant with nothing counted is listed, with zeros and no rates.
+        let b = &s["variants"][1];
+        assert_eq!(
+            (b["variant"].as_str(), b["delivered"].as_u64()),
+            (Some("b"), Some(0))
+        );
+        assert!(b["conversion_rate"].is_null());
+        assert_eq!(s["variants"].as_array().unwrap().len(), 2);
+        let day1 = s["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["variant"] == "a" && r["start"] == "1970-01-02T00:00:00.000Z")
+            .unwrap();
+        assert_eq!(day1["conversions"], 2);
         assert_eq!(s["control"]["exposures"], 4);
         assert_eq!(
             s["series"].as_array().unwrap().len(),
@@ -322,6 +390,10 @@ mod tests {
             .nth(1)
             .unwrap()
             .starts_with("total,1970-01-01T00:00:00.000Z,a,4,4,2,1,2,"));
-        assert_eq!(csv.lines().count(), 1 + 2 + 3);
+        assert_eq!(
+            csv.lines().count(),
+            1 + 3 + 3,
+            "header, a, b, control, 3 series rows"
+        );
     }
 }

@@ -198,15 +198,24 @@ pub async fn stats(
         from.div_euclid(HOUR_MS),
         (to + HOUR_MS - 1).div_euclid(HOUR_MS),
     );
-    let rows = app.store.stats(&id, from_h, to_h).await?;
-    let uniques = app.store.stat_uniques(&id, from_h, to_h).await?;
-    let controls: Vec<String> = camp
+    let bucket_hours = match interval {
+        Interval::Hour => 1,
+        Interval::Day => 24,
+    };
+    let counted = analytics::Counted {
+        rows: app.store.stats(&id, from_h, to_h).await?,
+        uniques: app.store.stat_uniques(&id, from_h, to_h).await?,
+        converted: app
+            .store
+            .stat_bucket_uniques(&id, from_h, to_h, bucket_hours)
+            .await?,
+    };
+    let variants: Vec<(String, bool)> = camp
         .variants
         .iter()
-        .filter(|v| v.control)
-        .map(|v| v.id.clone())
+        .map(|v| (v.id.clone(), v.control))
         .collect();
-    let body = analytics::summarize(&id, from, to, interval, &controls, &rows, &uniques);
+    let body = analytics::summarize(&id, from, to, interval, &variants, &counted);
     let wants_csv = q.get("format").is_some_and(|f| f == "csv")
         || headers
             .get(axum::http::header::ACCEPT)

@@ -356,6 +356,17 @@ pub trait Store: Send + Sync + 'static {
         to_hour: i64,
     ) -> Result<crate::analytics::Uniques, StoreError>;
 
+    /// Unique users per `(variant, bucket's first hour, metric)` of a campaign for hours
+    /// in `[from_hour, to_hour)`, in buckets of `bucket_hours` from the epoch, for the
+    /// metrics in [`crate::analytics::CONVERTED`].
+    async fn stat_bucket_uniques(
+        &self,
+        campaign: &str,
+        from_hour: i64,
+        to_hour: i64,
+        bucket_hours: i64,
+    ) -> Result<crate::analytics::Rows, StoreError>;
+
     /// Every saved definition of a kind, as `(id, JSON body)`.
     async fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError>;
 

@@ -1162,6 +1162,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stat_bucket_uniques(
+        &self,
+        campaign: &str,
+        from_hour: i64,
+        to_hour: i64,
+        bucket_hours: i64,
+    ) -> Result<crate::analytics::Rows, StoreError> {
+        let campaign = campaign.to_string();
+        let [m1, m2] = crate::analytics::CONVERTED;
+        let bucket = bucket_hours.max(1);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT variant, (hour / ?4) * ?4 AS b, metric, COUNT(DISTINCT user) FROM stat_users
+                     WHERE campaign = ?1 AND hour >= ?2 AND hour < ?3 AND metric IN (?5, ?6)
+                     GROUP BY variant, b, metric",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![campaign, from_hour, to_hour, bucket, m1, m2], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+                })
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
     async fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
         let kind = kind.to_string();
         self.read(move |c| {
