@@ -655,12 +655,23 @@ fn num(v: &Value) -> Option<f64> {
 
 fn loose_eq(a: &Value, b: &Value) -> bool {
     if let (Value::String(x), Value::String(y)) = (a, b) {
-        return super::text::eq_str(x, y);
+        // Two RFC 3339 timestamps are equal as instants (`…T00:00:00+01:00` is
+        // `…T23:00:00Z` the day before), as `lt`/`gte` compare them.
+        return super::text::eq_str(x, y)
+            || (looks_like_rfc3339(x)
+                && looks_like_rfc3339(y)
+                && matches!((parse_rfc3339(x), parse_rfc3339(y)), (Some(tx), Some(ty)) if tx == ty));
     }
     match (num(a), num(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
+}
+
+/// A cheap look before parsing: `YYYY-MM-DDT…`, at least 20 characters.
+fn looks_like_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b't' | b' ')
 }
 
 fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
@@ -1038,6 +1049,27 @@ mod tests {
             assert_eq!(t(c), want, "{op} on a missing attribute");
         }
         assert!(t(json!({"page":{"op":"starts_with","value":"/setup"}})));
+    }
+
+    #[test]
+    fn timestamps_compare_as_instants_for_every_op() {
+        let a = attrs(json!({"ts": "2026-11-01T00:00:00+01:00", "name": "2026-11-01"}));
+        let aggs = std::collections::HashMap::new();
+        let s = subject(&a, &aggs, 0);
+        let t = |c: Value| s.eval(&compile(&c, "c", Context::User).unwrap());
+        let same = "2026-10-31T23:00:00.000Z";
+        assert!(t(json!({"attr":"ts","op":"eq","value":same})));
+        assert!(!t(json!({"attr":"ts","op":"ne","value":same})));
+        assert!(t(json!({"attr":"ts","op":"in","value":[same]})));
+        assert!(t(json!({"attr":"ts","op":"gte","value":same})));
+        assert!(!t(
+            json!({"attr":"ts","op":"eq","value":"2026-10-31T23:00:01Z"})
+        ));
+        // Strings that are not timestamps compare as strings.
+        assert!(!t(
+            json!({"attr":"name","op":"eq","value":"2026-11-01T00:00:00Z"})
+        ));
+        assert!(t(json!({"attr":"name","op":"eq","value":"2026-11-01"})));
     }
 
     #[test]
