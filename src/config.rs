@@ -237,7 +237,7 @@ impl Default for StoreConfig {
             wal_limit_mb: 256,
             history_days: 90,
             history_max_events: 10_000,
-            window_exact_events: 32,
+            window_exact_events: 128,
             dedup_ttl: Duration::from_secs(7 * 86_400),
             dedup_max_per_user: 2_000,
         }

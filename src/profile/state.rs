@@ -40,6 +40,11 @@ impl Aggregates {
         self.find(name).ok().map(|i| &self.0[i].1)
     }
 
+    /// The aggregate of an event name, to change.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Aggregate> {
+        self.find(name).ok().map(|i| &mut self.0[i].1)
+    }
+
     /// The aggregate of an event name, created empty if missing (the name is copied
     /// only then).
     pub fn entry(&mut self, name: &str) -> &mut Aggregate {
@@ -227,11 +232,15 @@ impl UserState {
             for (id, at) in ids {
                 s.dedup.get_or_insert_default().insert(&id, at, now, cfg);
             }
-            // Events stored after the snapshot was written.
-            for e in events.iter().filter(|e| e.seq > s.aggregates_seq) {
-                let agg = s.aggregates.entry(&e.name);
-                record(agg, e.at, now, cfg);
-                s.event_seq = s.event_seq.max(e.seq);
+            // Events stored after the snapshot was written; the times of those it
+            // includes (rolling windows' exact times are not stored).
+            for e in events {
+                if e.seq > s.aggregates_seq {
+                    record(s.aggregates.entry(&e.name), e.at, now, cfg);
+                    s.event_seq = s.event_seq.max(e.seq);
+                } else if let Some(agg) = s.aggregates.get_mut(&e.name) {
+                    remember(agg, e.at, now, cfg);
+                }
             }
             if let Some(e) = rec
                 .engine
@@ -561,7 +570,18 @@ pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, cfg: &StoreConfig) {
             Ok(i) => agg.days[i].1 += 1,
             Err(i) => agg.days.insert(i, (day, 1)),
         }
-        // The newest `cap` times: an occurrence older than all of a full list is left out.
+    }
+    let keep_from = agg.days.partition_point(|&(d, _)| d < oldest);
+    agg.days.drain(..keep_from);
+    remember(agg, at, now, cfg);
+}
+
+/// Keeps `at` among the aggregate's newest `store.window_exact_events` times (an
+/// occurrence older than all of a full list, or than the history window, is left out).
+fn remember(agg: &mut Aggregate, at: Millis, now: Millis, cfg: &StoreConfig) {
+    let oldest = (now.div_euclid(DAY_MS) as i32) - cfg.history_days as i32;
+    let in_history = |t: Millis| (t.div_euclid(DAY_MS) as i32) >= oldest;
+    if in_history(at) {
         let cap = cfg.window_exact_events as usize;
         let i = agg.recent.partition_point(|&t| t <= at);
         if agg.recent.len() < cap {
@@ -571,11 +591,7 @@ pub fn record(agg: &mut Aggregate, at: Millis, now: Millis, cfg: &StoreConfig) {
             agg.recent.remove(0);
         }
     }
-    let keep_from = agg.days.partition_point(|&(d, _)| d < oldest);
-    agg.days.drain(..keep_from);
-    let keep_from = agg
-        .recent
-        .partition_point(|&t| (t.div_euclid(DAY_MS) as i32) < oldest);
+    let keep_from = agg.recent.partition_point(|&t| !in_history(t));
     agg.recent.drain(..keep_from);
 }
 
@@ -854,6 +870,27 @@ mod tests {
     }
 
     #[test]
+    fn exact_window_times_are_rebuilt_when_the_user_is_loaded() {
+        let now = 200 * DAY_MS + 12 * HOUR;
+        let c = cfg();
+        let mut s = UserState::default();
+        let mut ops = vec![];
+        // 70 events a minute apart, ending now: a snapshot is written at the 64th.
+        let n = SNAPSHOT_EVERY as i64 + 6;
+        for i in 0..n {
+            let at = now - (n - 1 - i) * 60_000;
+            s.apply("u", &ev(&format!("e{i}"), "x", Some(at)), now, &c, &mut ops);
+        }
+        assert!(ops.iter().any(|o| matches!(o, WriteOp::Aggregates { .. })));
+        let (rec, events) = stored(&ops);
+        let r = UserState::from_record(Some(rec), &events, now, &c.store, &Derivations::default());
+        let agg = &r.aggregates["x"];
+        assert_eq!(agg.recent.len() as i64, n);
+        assert_eq!(count_within(agg, 30 * 60_000, now), 31);
+        assert_eq!(count_within(agg, HOUR, now), 61);
+    }
+
+    #[test]
     fn a_window_past_the_kept_times_counts_its_first_day_whole() {
         let now = 200 * DAY_MS + 12 * HOUR;
         let c = StoreConfig {
@@ -875,10 +912,8 @@ mod tests {
         record(&mut agg, now - 10 * HOUR, now, &c);
         assert_eq!(agg.recent.first(), Some(&(now - 3 * HOUR)));
         assert_eq!(count_within(&agg, 11 * HOUR, now), 6);
-        // A snapshot from before `recent` existed: windows by day, as they were.
-        let mut old = agg.clone();
-        old.recent.clear();
-        let json = serde_json::to_string(&old).unwrap();
+        // Without its times (as stored: they are rebuilt at load), windows go by day.
+        let json = serde_json::to_string(&agg).unwrap();
         assert!(!json.contains("recent"));
         let old: Aggregate = serde_json::from_str(&json).unwrap();
         assert_eq!(count_within(&old, HOUR, now), 6);

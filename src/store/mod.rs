@@ -30,9 +30,9 @@ pub struct Aggregate {
     /// `(day since epoch, count)`, ascending, retained for the history window.
     pub days: Vec<(i32, u32)>,
     /// The newest occurrences' times, ascending, at most `store.window_exact_events`
-    /// (one inline, no allocation): rolling windows are exact over them. Absent in
-    /// snapshots written before it existed (windows fall back to UTC days there).
-    #[serde(default, skip_serializing_if = "smallvec::SmallVec::is_empty")]
+    /// (one inline, no allocation): rolling windows are exact over them. Not stored:
+    /// rebuilt from the retained events when the user is loaded.
+    #[serde(skip)]
     pub recent: smallvec::SmallVec<[Millis; 1]>,
 }
 
