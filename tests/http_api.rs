@@ -222,6 +222,8 @@ async fn unknown_routes_are_json_404_and_wrong_methods_json_405() {
     let srv = start().await;
     let (s, b) = body(reqwest::get(srv.url("/v1/nothing-here")).await.unwrap()).await;
     assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")));
+    // The error shape always has `path`, null when no field is at fault.
+    assert!(b["error"].as_object().unwrap()["path"].is_null(), "{b}");
     let c = srv.http();
     for (method, path) in [
         (reqwest::Method::POST, "/v1/segments"),

@@ -130,8 +130,7 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     // Read (and discard) the request first, so clients see a response, not a reset.
     let mut buf = [0u8; 2048];
     let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
-    let body =
-        r#"{"error":{"code":"unavailable","message":"connection limit reached; retry later"}}"#;
+    let body = r#"{"error":{"code":"unavailable","message":"connection limit reached; retry later","path":null}}"#;
     let resp = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

@@ -101,11 +101,8 @@ impl ApiError {
 
     /// The `error` object of the response body: `{"code", "message", "path"?}`.
     pub fn body(&self) -> serde_json::Value {
-        let mut err = json!({"code": self.code, "message": self.message});
-        if let Some(p) = &self.path {
-            err["path"] = json!(p);
-        }
-        err
+        // `path` is always there (contract §3's shape), null when no field is at fault.
+        json!({"code": self.code, "message": self.message, "path": self.path})
     }
 }
 
