@@ -723,21 +723,17 @@ async fn max_connections_refuses_cleanly_with_503() {
 async fn a_client_close_is_echoed() {
     use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
     let srv = start().await;
-    let (mut ws, _) = srv.hello("u_bye").await;
-    ws.send(Message::Close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    })))
-    .await
-    .unwrap();
-    assert_eq!(expect_close(&mut ws).await, Some(1000));
-    // Also before the hello.
-    let mut ws = srv.connect().await;
-    ws.send(Message::Close(Some(CloseFrame {
-        code: CloseCode::Away,
-        reason: "".into(),
-    })))
-    .await
-    .unwrap();
-    assert_eq!(expect_close(&mut ws).await, Some(1001));
+    let (after_hello, _) = srv.hello("u_bye").await;
+    // After the hello, and before it.
+    for (mut ws, code) in [
+        (after_hello, CloseCode::Normal),
+        (srv.connect().await, CloseCode::Away),
+    ] {
+        let frame = CloseFrame {
+            code,
+            reason: "bye".into(),
+        };
+        ws.send(Message::Close(Some(frame))).await.unwrap();
+        assert_eq!(expect_close(&mut ws).await, Some(u16::from(code)));
+    }
 }
