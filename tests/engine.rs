@@ -1171,3 +1171,49 @@ async fn a_rolling_window_lets_an_event_go_ten_minutes_after_it() {
     let (_, user) = srv.get_user("u_quiet").await;
     assert_eq!(user["segments"], json!(["quiet"]));
 }
+
+/// `did: delivered` counts deliveries (kept in the user's cap state, which survives a
+/// restart), in conditions and in the user's engagement.
+#[tokio::test(start_paused = true)]
+async fn delivered_engagement_counts_in_conditions_and_survives_a_restart() {
+    let mut srv = start().await;
+    put_campaign(
+        &srv,
+        "nudge",
+        json!({"type":"event","event":"go"}),
+        banner("hi"),
+    )
+    .await;
+    srv.put_ok(
+        "/v1/segments/nudged-twice",
+        json!({"conditions":{"campaign":"nudge","did":"delivered","count":{"op":"gte","value":2}}}),
+    )
+    .await;
+    let (mut ws, _) = srv.hello("u_nudged").await;
+    for i in 0..2 {
+        send(
+            &mut ws,
+            json!({"type":"track","id":format!("g{i}"),"event":"go"}),
+        )
+        .await;
+        assert_eq!(recv_message(&mut ws).await["campaign"], "nudge");
+    }
+    send(&mut ws, json!({"type":"activity","id":"sync"})).await;
+    loop {
+        let v = recv(&mut ws).await;
+        if v["type"] == "ok" && v["ids"].as_array().unwrap().contains(&json!("sync")) {
+            break;
+        }
+    }
+    let (_, user) = srv.get_user("u_nudged").await;
+    assert_eq!(user["engagement"]["nudge"]["delivered"], 2, "{user}");
+    assert_eq!(user["segments"], json!(["nudged-twice"]));
+    drop(ws);
+    srv.stop().await;
+    let cfg = base_config(srv.dir.path());
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    let srv2 = start_in(dir, cfg).await;
+    let (_, user) = srv2.get_user("u_nudged").await;
+    assert_eq!(user["engagement"]["nudge"]["delivered"], 2, "{user}");
+    assert_eq!(user["segments"], json!(["nudged-twice"]));
+}

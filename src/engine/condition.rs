@@ -635,6 +635,9 @@ pub struct Subject<'a> {
     pub attributes: &'a Map<String, Value>,
     /// Aggregates by event name (engagement under [`engagement_key`]).
     pub aggregates: &'a crate::profile::Aggregates,
+    /// The user's per-campaign cap state, where deliveries are counted (see
+    /// [`Subject::engagement`]); none for a subject that is not a user.
+    pub caps: Option<&'a super::state::Caps>,
     /// Filtered aggregates by derivation key.
     pub filtered: &'a HashMap<String, Aggregate>,
     /// `$activity` as `(score, at)`.
@@ -803,13 +806,7 @@ impl Subject<'_> {
                     },
                 }
             }
-            Cond::Engagement { campaign, did, .. } => {
-                json!(self
-                    .aggregates
-                    .get(&engagement_key(campaign, *did))
-                    .map(|a| a.count)
-                    .unwrap_or(0))
-            }
+            Cond::Engagement { campaign, did, .. } => json!(self.engagement(campaign, *did)),
             Cond::Page { .. } => self.page.map(|p| json!(p)).unwrap_or(Value::Null),
             Cond::Prop { prop, .. } => self
                 .props
@@ -818,6 +815,20 @@ impl Subject<'_> {
                 .unwrap_or(Value::Null),
             _ => Value::Null,
         }
+    }
+
+    /// How often the user did `did` with a campaign: the `$engage:<campaign>:<did>`
+    /// aggregate, plus, for `delivered`, the deliveries counted in the cap state.
+    pub fn engagement(&self, campaign: &str, did: Did) -> u64 {
+        let counted = self
+            .aggregates
+            .get(&engagement_key(campaign, did))
+            .map_or(0, |a| a.count);
+        let delivered = match (did, self.caps) {
+            (Did::Delivered, Some(caps)) => caps.get(campaign).map_or(0, |c| c.delivered),
+            _ => 0,
+        };
+        counted + delivered
     }
 
     /// Evaluates a condition.
@@ -870,14 +881,7 @@ impl Subject<'_> {
                 did,
                 op,
                 value,
-            } => {
-                let n = self
-                    .aggregates
-                    .get(&engagement_key(campaign, *did))
-                    .map(|a| a.count)
-                    .unwrap_or(0);
-                cmp_f(*op, n as f64, *value)
-            }
+            } => cmp_f(*op, self.engagement(campaign, *did) as f64, *value),
             Cond::Page { op, value } => apply_op(
                 *op,
                 self.page.map(|p| Value::String(p.to_string())).as_ref(),
@@ -993,6 +997,7 @@ mod tests {
         Subject {
             attributes: attrs,
             aggregates: Box::leak(Box::new(as_aggregates)),
+            caps: None,
             filtered: aggs,
             activity: (0.0, now),
             half_life: 7 * DAY_MS,

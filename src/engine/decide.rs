@@ -119,6 +119,7 @@ pub(crate) fn subject<'s>(
     Subject {
         attributes: &st.attributes,
         aggregates: &st.aggregates,
+        caps: Some(&st.engine.caps),
         filtered: &st.filtered,
         activity: st.activity,
         half_life: app.engine.derive.half_life,
@@ -629,14 +630,10 @@ impl<'a> Ctx<'a> {
             self.user,
             self.now,
         ));
-        st.count(
-            self.user,
-            engagement_key(&c.id, Did::Delivered),
-            self.now,
-            self.app.profiles.config(),
-            ops,
-        );
-        st.engine.caps.entry(&c.id).reserved.push(Reservation {
+        // Counted for `did: delivered` in the cap state, which this step writes anyway.
+        let cap = st.engine.caps.entry(&c.id);
+        cap.delivered += 1;
+        cap.reserved.push(Reservation {
             delivery: delivery.clone(),
             at: self.now,
             expires_at,

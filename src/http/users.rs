@@ -50,6 +50,11 @@ async fn user_view(app: &App, id: &str) -> Result<Option<Value>, ApiError> {
                     }
                 }
             }
+            // Deliveries are counted in the cap state (older ones as `$engage:` rows too).
+            for (campaign, cap) in s.engine.caps.iter().filter(|(_, c)| c.delivered > 0) {
+                let e = engagement.entry(campaign.clone()).or_insert_with(|| json!({}));
+                e["delivered"] = json!(e["delivered"].as_u64().unwrap_or(0) + cap.delivered);
+            }
             let activity = crate::profile::activity_at(s.activity, now, app.engine.derive.half_life);
             json!({"attributes": s.attributes, "aggregates": aggregates, "segments": segments,
                    "engagement": engagement, "activity": (activity * 100.0).round() / 100.0})

@@ -501,6 +501,7 @@ impl Filter {
         let subject = crate::engine::condition::Subject {
             attributes: props,
             aggregates: &none,
+            caps: None,
             filtered: &no_filtered,
             activity: (0.0, 0),
             half_life: 1,
