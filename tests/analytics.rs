@@ -125,14 +125,7 @@ async fn scripted_scenario_gives_exact_stats_and_survives_restart() {
             )
             .await;
         }
-        send(&mut ws, json!({"type":"activity","id":"sync"})).await;
-        loop {
-            let v = recv(&mut ws).await;
-            assert_ne!(v["type"], "error", "{v}");
-            if v["type"] == "ok" && v["ids"].as_array().unwrap().contains(&json!("sync")) {
-                break;
-            }
-        }
+        sync(&mut ws).await;
         sockets.push((ws, plan));
     }
     for (i, u) in ctl.iter().enumerate() {
@@ -283,13 +276,7 @@ async fn conversions_count_users_and_every_variant_is_listed() {
         .await;
     }
     send(&mut ws, json!({"type":"track","id":"b1","event":"buy"})).await;
-    send(&mut ws, json!({"type":"activity","id":"sync"})).await;
-    loop {
-        let v = recv(&mut ws).await;
-        if v["type"] == "ok" && v["ids"].as_array().unwrap().contains(&json!("sync")) {
-            break;
-        }
-    }
+    sync(&mut ws).await;
     let (_, stats) = srv.admin("GET", path, None).await;
     let only = &stats["variants"][1];
     assert_eq!(only["variant"], "only");

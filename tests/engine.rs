@@ -1198,13 +1198,7 @@ async fn delivered_engagement_counts_in_conditions_and_survives_a_restart() {
         .await;
         assert_eq!(recv_message(&mut ws).await["campaign"], "nudge");
     }
-    send(&mut ws, json!({"type":"activity","id":"sync"})).await;
-    loop {
-        let v = recv(&mut ws).await;
-        if v["type"] == "ok" && v["ids"].as_array().unwrap().contains(&json!("sync")) {
-            break;
-        }
-    }
+    sync(&mut ws).await;
     let (_, user) = srv.get_user("u_nudged").await;
     assert_eq!(user["engagement"]["nudge"]["delivered"], 2, "{user}");
     assert_eq!(user["segments"], json!(["nudged-twice"]));

@@ -281,6 +281,19 @@ pub async fn recv_message(ws: &mut Ws) -> Value {
     }
 }
 
+/// Sends an `activity` frame with id `sync` and reads until its `ok`: every frame sent
+/// before it has been answered. Fails on an error frame.
+pub async fn sync(ws: &mut Ws) {
+    send(ws, json!({"type":"activity","id":"sync"})).await;
+    loop {
+        let v = recv(ws).await;
+        assert_ne!(v["type"], "error", "{v}");
+        if v["type"] == "ok" && v["ids"].as_array().unwrap().contains(&json!("sync")) {
+            return;
+        }
+    }
+}
+
 /// Counts the `message` frames that arrive until the socket goes quiet.
 pub async fn drain_messages(ws: &mut Ws) -> usize {
     use futures_util::FutureExt;
