@@ -44,23 +44,16 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    if openmetrics {
+    let (content_type, body) = if openmetrics {
         (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             app.metrics.render(),
         )
-            .into_response()
     } else {
         (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            "text/plain; version=0.0.4; charset=utf-8",
             app.metrics.render_prometheus(),
         )
-            .into_response()
-    }
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

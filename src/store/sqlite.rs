@@ -758,8 +758,11 @@ fn prune(conn: &mut Connection, op: &WriteOp) -> rusqlite::Result<()> {
     };
     // Repeats `sql` (which deletes at most ?2 rows) until a pass deletes fewer, with a
     // breath in between for the writer.
-    let chunked = |conn: &Connection, sql: &str, arg: &dyn rusqlite::ToSql| loop {
-        let n = conn.execute(sql, params![arg, PRUNE_CHUNK as i64])?;
+    // `args` bind ?1…; the chunk size binds the parameter after them.
+    let chunked = |conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]| loop {
+        let chunk = PRUNE_CHUNK as i64;
+        let all = args.iter().copied().chain([&chunk as &dyn rusqlite::ToSql]);
+        let n = conn.execute(sql, rusqlite::params_from_iter(all))?;
         if n < PRUNE_CHUNK {
             return Ok::<_, rusqlite::Error>(());
         }
@@ -773,7 +776,7 @@ fn prune(conn: &mut Connection, op: &WriteOp) -> rusqlite::Result<()> {
             "DELETE FROM events WHERE rowid IN
                (SELECT rowid FROM events WHERE at < ?1 AND {SNAPSHOTTED} LIMIT ?2)"
         ),
-        history_before,
+        &[history_before],
     )?;
     // The users over the per-user cap are found by a read (no write lock held), then
     // trimmed one by one, newest kept.
@@ -794,7 +797,7 @@ fn prune(conn: &mut Connection, op: &WriteOp) -> rusqlite::Result<()> {
         conn,
         "DELETE FROM dedup WHERE (user, cid) IN
            (SELECT user, cid FROM dedup WHERE at < ?1 LIMIT ?2)",
-        dedup_before,
+        &[dedup_before],
     )?;
     // Decisions are appended at the engine's clock, so rowid order is time order: the
     // old ones are the rowids below the first one kept. No index on `at`, which every
@@ -811,22 +814,17 @@ fn prune(conn: &mut Connection, op: &WriteOp) -> rusqlite::Result<()> {
             conn,
             "DELETE FROM decisions WHERE rowid IN
                (SELECT rowid FROM decisions WHERE rowid < ?1 ORDER BY rowid LIMIT ?2)",
-            &keep_from,
+            &[&keep_from],
         )?;
     }
     // Outbox rows of sessions no longer stored (a session live past retention used to
     // lose its row while it kept delivering).
-    loop {
-        let n = conn.execute(
-            "DELETE FROM outbox WHERE (session, seq) IN
-               (SELECT session, seq FROM outbox WHERE session NOT IN (SELECT id FROM sessions) LIMIT ?1)",
-            params![PRUNE_CHUNK as i64],
-        )?;
-        if n < PRUNE_CHUNK {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    chunked(
+        conn,
+        "DELETE FROM outbox WHERE (session, seq) IN
+           (SELECT session, seq FROM outbox WHERE session NOT IN (SELECT id FROM sessions) LIMIT ?1)",
+        &[],
+    )?;
     // Sessions, a chunk per transaction. One that still holds unacked deliveries is left
     // to the engine, which hands them to the user's next session and then deletes it
     // (`App::expire_stored_sessions`).
