@@ -174,7 +174,7 @@ impl SqliteStore {
             let wal = wal_path(&path);
             let file =
                 File::open(&wal).map_err(|e| StoreError(format!("{}: {e}", wal.display())))?;
-            Some(start_syncer(file, wal, metrics.clone()))
+            Some(Syncer::start(file, wal, metrics.clone()))
         } else {
             None
         };
@@ -247,15 +247,7 @@ impl SqliteStore {
                     }
                 };
                 match &syncer {
-                    Some(syncer) => {
-                        if let Err(unsent) = syncer.send(committed) {
-                            answer(
-                                unsent.0,
-                                Err(StoreError("store syncer stopped".into())),
-                                &metrics,
-                            )
-                        }
-                    }
+                    Some(syncer) => syncer.sync(committed, rx.is_empty()),
                     None => answer(committed, Ok(()), &metrics),
                 }
             }
@@ -307,40 +299,90 @@ fn wal_path(db: &Path) -> std::path::PathBuf {
 
 /// The syncer (fsync on): makes the writer's committed groups durable with one
 /// `fdatasync` of the WAL for everything committed since the last one, then answers
-/// their writes. The writer commits at `synchronous=NORMAL` and hands each group over,
-/// so it applies the next group while the disk syncs this one; a slow fsync no longer
-/// holds the writer (nor the linger and the apply of the writes queued behind it).
-/// Durability: every frame of a group was written to the WAL before the group was
-/// handed over, so the `fdatasync` that follows covers it; SQLite's recovery keeps
-/// every commit whose frames are on disk. On tokio's blocking pool, as the writer.
-/// Ends when the writer (the sender) ends.
-fn start_syncer(
-    file: File,
-    wal: std::path::PathBuf,
+/// their writes. The writer commits at `synchronous=NORMAL` and, under load, hands each
+/// group over, so it applies the next group while the disk syncs this one; a slow fsync
+/// no longer holds the writer (nor the linger and the apply of the writes queued behind
+/// it). When nothing waits behind a group and the syncer thread is idle, the writer
+/// syncs it itself: a hand-over is a thread wake-up, and at low rates (every group its
+/// own) that wake-up cost more CPU than the fsync (load-tests/RESULTS.md, the final
+/// round).
+/// Durability: every frame of a group was written to the WAL before it is synced, so
+/// the `fdatasync` that follows covers it; SQLite's recovery keeps every commit whose
+/// frames are on disk. The thread is on tokio's blocking pool, as the writer, and ends
+/// when the writer (the sender) ends.
+struct Syncer {
+    file: Arc<File>,
+    wal: Arc<Path>,
     metrics: Arc<Metrics>,
-) -> std::sync::mpsc::Sender<Vec<Job>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<Job>>();
-    tokio::task::spawn_blocking(move || {
-        // SQLite deletes the WAL only when its last connection closes, after the store
-        // is gone, so this descriptor stays the WAL's.
-        while let Ok(mut jobs) = rx.recv() {
-            while let Ok(more) = rx.try_recv() {
-                jobs.extend(more);
+    tx: std::sync::mpsc::Sender<Vec<Job>>,
+    /// Groups handed to the thread and not yet answered.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Syncer {
+    fn start(file: File, wal: std::path::PathBuf, metrics: Arc<Metrics>) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Job>>();
+        let syncer = Syncer {
+            file: Arc::new(file),
+            wal: wal.into(),
+            metrics,
+            tx,
+            in_flight: Default::default(),
+        };
+        let (file, wal, metrics, in_flight) = (
+            syncer.file.clone(),
+            syncer.wal.clone(),
+            syncer.metrics.clone(),
+            syncer.in_flight.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            // SQLite deletes the WAL only when its last connection closes, after the
+            // store is gone, so this descriptor stays the WAL's.
+            while let Ok(mut jobs) = rx.recv() {
+                let mut groups = 1;
+                while let Ok(more) = rx.try_recv() {
+                    jobs.extend(more);
+                    groups += 1;
+                }
+                sync_and_answer(&file, &wal, &metrics, jobs);
+                in_flight.fetch_sub(groups, Ordering::Release);
             }
-            let started = Instant::now();
-            let result = file.sync_data();
-            metrics
-                .store_sync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            let result = result.map_err(|e| {
-                tracing::error!(error = %e, wal = %wal.display(), "WAL fsync failed");
-                metrics.store_errors.inc();
-                StoreError(format!("WAL fsync failed: {e}"))
-            });
-            answer(jobs, result, &metrics);
+        });
+        syncer
+    }
+
+    /// Makes a committed group durable and answers it: here when `nothing_behind` and
+    /// the thread has nothing in flight (so answers stay in commit order), else on the
+    /// thread.
+    fn sync(&self, group: Vec<Job>, nothing_behind: bool) {
+        if nothing_behind && self.in_flight.load(Ordering::Acquire) == 0 {
+            return sync_and_answer(&self.file, &self.wal, &self.metrics, group);
         }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Err(unsent) = self.tx.send(group) {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            answer(
+                unsent.0,
+                Err(StoreError("store syncer stopped".into())),
+                &self.metrics,
+            )
+        }
+    }
+}
+
+/// One `fdatasync` of the WAL, then the answers.
+fn sync_and_answer(file: &File, wal: &Path, metrics: &Metrics, jobs: Vec<Job>) {
+    let started = Instant::now();
+    let result = file.sync_data();
+    metrics
+        .store_sync_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let result = result.map_err(|e| {
+        tracing::error!(error = %e, wal = %wal.display(), "WAL fsync failed");
+        metrics.store_errors.inc();
+        StoreError(format!("WAL fsync failed: {e}"))
     });
-    tx
+    answer(jobs, result, metrics);
 }
 
 /// Locks the data directory for this store (`beckon.lock`, `flock`): one gateway per
@@ -1672,8 +1714,9 @@ mod tests {
     /// With fsync on, the writer commits without syncing and the syncer answers each
     /// write after an fdatasync of the WAL that followed its commit: writes submitted all
     /// at once (groups are committed while one syncs) are all answered, after at least one
-    /// sync and never more syncs than commits, and all of them are there after a reopen.
-    /// With fsync off nothing syncs.
+    /// sync and never more syncs than commits; writes one at a time are each answered
+    /// after a sync of their own; all of them are there after a reopen. With fsync off
+    /// nothing syncs.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_fsync_writes_are_answered_after_the_wal_sync() {
         for fsync in [true, false] {
@@ -1714,10 +1757,28 @@ mod tests {
             } else {
                 assert_eq!((syncs_before_any_answer, syncs), (0.0, 0.0));
             }
+            // One write at a time (an idle writer, which syncs such a write itself):
+            // each is its own commit, answered after its own sync.
+            for i in 0..20u64 {
+                let before = metric(&metrics, "beckon_store_sync_seconds_count");
+                s.submit(vec![WriteOp::Event {
+                    user: "alone".into(),
+                    seq: i + 1,
+                    at: 100,
+                    name: "e".into(),
+                    properties: "{}".into(),
+                    id: None,
+                }])
+                .wait()
+                .await
+                .unwrap();
+                let after = metric(&metrics, "beckon_store_sync_seconds_count");
+                assert_eq!(after - before, if fsync { 1.0 } else { 0.0 });
+            }
             drop(s);
             let s = open();
             let n = rows(&s, "events").await;
-            assert_eq!(n, 200, "fsync {fsync}");
+            assert_eq!(n, 220, "fsync {fsync}");
         }
     }
 
