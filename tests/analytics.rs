@@ -233,6 +233,14 @@ async fn scripted_scenario_gives_exact_stats_and_survives_restart() {
     assert_eq!(again["control"], stats["control"]);
     let (s, _) = srv2.admin("GET", "/v1/campaigns/nope/stats", None).await;
     assert_eq!(s, 404);
+    // `format` is json or csv; anything else is a clear 400, not JSON in its place.
+    let (s, body) = srv2.admin("GET", &format!("{path}&format=xml"), None).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["error"]["path"], "format", "{body}");
+    let (s, json) = srv2
+        .admin("GET", &format!("{path}&format=json"), None)
+        .await;
+    assert_eq!((s, &json["variants"]), (200, &stats["variants"]));
     let (s, _) = srv2
         .admin("GET", "/v1/campaigns/promo/stats?interval=week", None)
         .await;

@@ -158,7 +158,7 @@ pub async fn explain(
 }
 
 /// `GET /v1/campaigns/{id}/stats?from=&to=&interval=hour|day` (JSON, or CSV with
-/// `Accept: text/csv` / `?format=csv`).
+/// `Accept: text/csv` / `?format=csv`; another `format` is a 400).
 pub async fn stats(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -175,6 +175,11 @@ pub async fn stats(
         .get(&id)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no campaign `{id}`")))?;
+    let format_csv = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::invalid("format", "json or csv")),
+    };
     let now = app.clock.now_ms();
     let ts = |k: &str, default: i64| -> Result<i64, ApiError> {
         match q.get(k) {
@@ -216,7 +221,7 @@ pub async fn stats(
         .map(|v| (v.id.clone(), v.control))
         .collect();
     let body = analytics::summarize(&id, from, to, interval, &variants, &counted);
-    let wants_csv = q.get("format").is_some_and(|f| f == "csv")
+    let wants_csv = format_csv
         || headers
             .get(axum::http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
