@@ -347,6 +347,9 @@ impl Config {
         if self.session.heartbeat < Duration::from_millis(100) {
             return Err("session.heartbeat must be at least 100ms".into());
         }
+        if self.session.heartbeat > Duration::from_secs(366 * 86_400) {
+            return Err("session.heartbeat must be at most 366d".into());
+        }
         if self.session.token_leeway > Duration::from_secs(5) {
             return Err("session.token_leeway may be at most 5s (contract §2)".into());
         }
@@ -426,5 +429,16 @@ mod tests {
         assert!(c.validate().is_ok());
         c.store.window_exact_events = MAX_WINDOW_EXACT_EVENTS + 1;
         assert!(c.validate().unwrap_err().contains("window_exact_events"));
+    }
+
+    #[test]
+    fn the_heartbeat_is_bounded_both_ways() {
+        let mut c = Config::from_toml("dev = true\n[session]\nheartbeat = \"366d\"\n").unwrap();
+        c.apply_dev_defaults();
+        assert!(c.validate().is_ok());
+        c.session.heartbeat = Duration::from_secs(367 * 86_400);
+        assert!(c.validate().unwrap_err().contains("at most 366d"));
+        c.session.heartbeat = Duration::from_millis(99);
+        assert!(c.validate().unwrap_err().contains("at least 100ms"));
     }
 }

@@ -530,16 +530,28 @@ impl Conn {
         // `engine::arm_session` sets in the session and wakes it to notice (each timer is
         // ~100 bytes in every idle session; a shared timer queue entry was ~190).
         let hb = self.app.cfg.session.heartbeat;
-        let mut next_ping = Instant::now() + hb;
+        // The first ping comes at a point of the first interval fixed by the session id,
+        // then every interval: sessions that connected together (a deploy, a reconnect
+        // storm) do not ping together forever after. 19,000 sessions connected within
+        // 4 s had pinged in a 4 s burst every 25 s at ~18% of a core. The points are on
+        // a 50 ms grid of the wall clock, so the pings due in one tick go out on one
+        // wake-up: spread one by one, each woke an idle worker, and idle sessions cost
+        // 2.5× the CPU (load-tests/RESULTS.md, the final round).
+        let mut next_ping =
+            Instant::now() + first_ping_after(hb, &self.session.id, self.app.clock.now_ms());
         let mut last_heard = Instant::now();
         let mut token_at = self.token_instant();
         let mut campaign: Option<(Millis, Instant)> = None;
-        let wake_at = |next_ping: Instant, token_at: Instant, c: Option<(Millis, Instant)>| {
-            c.map_or(next_ping.min(token_at), |(_, at)| {
-                next_ping.min(token_at).min(at)
-            })
+        // Silence is timed on its own, not at the pings: a peer silent for two intervals
+        // is closed then, whatever the pings' phase.
+        let wake_at = |next_ping: Instant,
+                       last_heard: Instant,
+                       token_at: Instant,
+                       c: Option<(Millis, Instant)>| {
+            let at = next_ping.min(last_heard + hb * 2).min(token_at);
+            c.map_or(at, |(_, c)| at.min(c))
         };
-        let timer = tokio::time::sleep_until(wake_at(next_ping, token_at, campaign));
+        let timer = tokio::time::sleep_until(wake_at(next_ping, last_heard, token_at, campaign));
         tokio::pin!(timer);
         let expired = |token_at: Instant, deadline: Option<i64>| {
             deadline.is_some() && Instant::now() >= token_at
@@ -564,7 +576,9 @@ impl Conn {
             let armed = self.session.core.lock().timer_at;
             if armed != campaign.map(|c| c.0) {
                 campaign = armed.map(|at| (at, crate::engine::wall_to_instant(&self.app, at)));
-                timer.as_mut().reset(wake_at(next_ping, token_at, campaign));
+                timer
+                    .as_mut()
+                    .reset(wake_at(next_ping, last_heard, token_at, campaign));
             }
             // The wait holds only the select's own futures; what a wake-up leads to runs
             // after it, in boxed futures, so an idle session's task stays small.
@@ -607,7 +621,9 @@ impl Conn {
                     // (a stale instant left in the past would make the timer fire at once,
                     // again and again).
                     token_at = self.token_instant();
-                    timer.as_mut().reset(wake_at(next_ping, token_at, campaign));
+                    timer
+                        .as_mut()
+                        .reset(wake_at(next_ping, last_heard, token_at, campaign));
                 }
                 Wake::Timer => {
                     if expired(token_at, self.token_deadline) {
@@ -625,20 +641,26 @@ impl Conn {
                             crate::engine::timers::TimerKey::Session(self.session.id.clone()),
                         ));
                     }
+                    if now >= last_heard + hb * 2 {
+                        return close(
+                            CloseCode::Protocol,
+                            "heartbeat timeout: no frame or pong for two intervals",
+                        );
+                    }
                     if now >= next_ping {
-                        if last_heard.elapsed() >= hb * 2 {
-                            return close(
-                                CloseCode::Protocol,
-                                "heartbeat timeout: no frame or pong for two intervals",
-                            );
-                        }
                         let ping = Box::pin(ws.send(Message::Ping(Default::default())));
                         if ping.await.is_err() {
                             return End::Gone;
                         }
-                        next_ping = now + hb;
+                        // On the grid: the next one an interval after this one was due.
+                        next_ping += hb;
+                        if next_ping <= now {
+                            next_ping = now + hb;
+                        }
                     }
-                    timer.as_mut().reset(wake_at(next_ping, token_at, campaign));
+                    timer
+                        .as_mut()
+                        .reset(wake_at(next_ping, last_heard, token_at, campaign));
                 }
             }
         }
@@ -929,5 +951,59 @@ pub fn page_view(id: Option<String>, page: PageContext) -> Mutation {
         name: "$page_view".into(),
         properties: props,
         at: None,
+    }
+}
+
+/// When a session's first ping is due: a point in `(0, hb]` fixed by its id, so that the
+/// pings of sessions that connected together spread over the interval, moved up to the
+/// next multiple of a grid (50 ms, or hb / 8 when shorter) of the wall clock `now_ms`,
+/// so that the pings of one tick share a wake-up.
+fn first_ping_after(hb: Duration, session: &str, now_ms: Millis) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    session.hash(&mut h);
+    let share = (h.finish() % 1024 + 1) as u32;
+    let grid = (hb / 8).min(Duration::from_millis(50));
+    // Within the first interval, rounding up included.
+    let at = now_ms.saturating_add(((hb - grid) * share / 1024).as_millis() as i64);
+    let grid = grid.as_millis().max(1) as i64;
+    let on_grid = at.div_euclid(grid).saturating_add(1).saturating_mul(grid);
+    Duration::from_millis(on_grid.saturating_sub(now_ms).max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// First pings fall inside the first interval, on the 50 ms grid of the wall clock,
+    /// and sessions that connect at the same instant get them spread over the interval.
+    #[test]
+    fn first_pings_spread_over_the_interval_on_a_grid() {
+        let hb = Duration::from_secs(25);
+        let now: Millis = 1_764_000_000_123;
+        let firsts: Vec<Duration> = (0..1000)
+            .map(|i| first_ping_after(hb, &format!("s_{i}"), now))
+            .collect();
+        for d in &firsts {
+            assert!(*d > Duration::ZERO && *d <= hb, "{d:?}");
+            assert_eq!(
+                (now + d.as_millis() as Millis) % 50,
+                0,
+                "{d:?} is off the grid"
+            );
+        }
+        // Spread: every tenth of the interval gets some, none gets most.
+        let mut tenths = [0usize; 10];
+        for d in &firsts {
+            tenths[((d.as_millis() * 10 / hb.as_millis()) as usize).min(9)] += 1;
+        }
+        assert!(
+            tenths.iter().all(|&n| (40..=160).contains(&n)),
+            "{tenths:?}"
+        );
+        // The same session always gets the same point; a short heartbeat a finer grid.
+        assert_eq!(first_ping_after(hb, "s_7", now), firsts[7]);
+        let short = first_ping_after(Duration::from_millis(100), "s_7", now);
+        assert!(short > Duration::ZERO && short <= Duration::from_millis(100));
     }
 }
