@@ -177,7 +177,8 @@ pub struct SessionConfig {
     /// How long a disconnected session can be resumed.
     #[serde(with = "serde_str")]
     pub resume_ttl: Duration,
-    /// WebSocket read buffer per session, bytes (small: many idle sessions).
+    /// WebSocket read buffer per session, bytes (small: many idle sessions; a frame
+    /// larger than it is read in several reads, and the buffer keeps its size).
     pub read_buffer_bytes: usize,
     /// WebSocket write buffer per session, bytes.
     pub write_buffer_bytes: usize,
@@ -191,7 +192,7 @@ impl Default for SessionConfig {
         SessionConfig {
             heartbeat: Duration::from_secs(25),
             resume_ttl: Duration::from_secs(3600),
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 0,
             token_leeway: Duration::from_secs(5),
         }

@@ -40,8 +40,8 @@ struct Args {
     /// Listen address (loopback only).
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
-    /// WebSocket read buffer per session, bytes (the gateway's default is 1024).
-    #[arg(long, default_value_t = 1024)]
+    /// WebSocket read buffer per session, bytes (the gateway's default, 512).
+    #[arg(long, default_value_t = 512)]
     read_buffer: usize,
     /// WebSocket write buffer per session, bytes (the gateway's default is 0).
     #[arg(long, default_value_t = 0)]
