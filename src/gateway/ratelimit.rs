@@ -1,5 +1,7 @@
 //! Per-session frame rate limiting: a token bucket (sustained rate + burst) and a
-//! "strike" bucket of rejected frames that decides when a flood becomes a 4008 close.
+//! "strike" bucket of WebSocket messages with rejected frames that decides when a flood
+//! becomes a 4008 close. Each element of a batch takes a token, but a batch costs at
+//! most one strike: one message, however large, is not a sustained flood.
 
 use tokio::time::Instant;
 
@@ -23,6 +25,8 @@ pub struct RateLimiter {
     strike_cap: f32,
     strikes: f32,
     last: Instant,
+    /// The current message already cost its strike.
+    struck: bool,
 }
 
 impl RateLimiter {
@@ -35,10 +39,16 @@ impl RateLimiter {
             strike_cap: strikes as f32,
             strikes: strikes as f32,
             last: Instant::now(),
+            struck: false,
         }
     }
 
-    /// Accounts one frame.
+    /// A new WebSocket message (a frame or a batch of them) begins.
+    pub fn begin_message(&mut self) {
+        self.struck = false;
+    }
+
+    /// Accounts one frame (one element of a batch).
     pub fn check(&mut self) -> Verdict {
         let now = Instant::now();
         let dt = now.saturating_duration_since(self.last).as_secs_f32();
@@ -51,7 +61,10 @@ impl RateLimiter {
             self.tokens -= 1.0;
             return Verdict::Allow;
         }
-        self.strikes -= 1.0;
+        if !self.struck {
+            self.struck = true;
+            self.strikes -= 1.0;
+        }
         if self.strikes < 0.0 {
             Verdict::Close
         } else {
@@ -84,6 +97,7 @@ mod tests {
         let mut rl = RateLimiter::new(100.0, 200.0, 100.0);
         let mut verdicts = Vec::new();
         for _ in 0..400 {
+            rl.begin_message();
             verdicts.push(rl.check());
         }
         assert_eq!(
@@ -91,6 +105,39 @@ mod tests {
             200
         );
         assert_eq!(verdicts.last(), Some(&Verdict::Close));
+    }
+
+    /// One batch over the budget: its extra elements are rejected, one strike in all;
+    /// only messages that go on over the limit use the strikes up.
+    #[tokio::test(start_paused = true)]
+    async fn one_large_batch_costs_one_strike() {
+        let mut rl = RateLimiter::new(100.0, 200.0, 3.0);
+        rl.begin_message();
+        let verdicts: Vec<_> = (0..1000).map(|_| rl.check()).collect();
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Allow).count(),
+            200
+        );
+        assert_eq!(
+            verdicts[200..]
+                .iter()
+                .filter(|v| **v == Verdict::Reject)
+                .count(),
+            800
+        );
+        let mut last = Verdict::Allow;
+        for _ in 0..4 {
+            rl.begin_message();
+            last = rl.check();
+            if last == Verdict::Close {
+                break;
+            }
+        }
+        assert_eq!(
+            last,
+            Verdict::Close,
+            "strikes 3 → 2 (the batch) → 1 → 0 → closed"
+        );
     }
 
     #[tokio::test(start_paused = true)]

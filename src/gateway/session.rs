@@ -714,6 +714,7 @@ impl Conn {
         let mut ok_now: Vec<String> = Vec::new();
         let mut active = false;
         let mut page_changed = false;
+        self.limiter.begin_message();
         for item in items {
             match self.limiter.check() {
                 Verdict::Allow => {}
