@@ -621,6 +621,48 @@ async fn an_unseen_delivery_that_expires_gives_its_cap_slot_back() {
     );
 }
 
+/// An impression that arrives after its delivery expired (it was in flight, or the app
+/// was offline) still counts, and takes the cap slot that the expiry gave back: the stats
+/// and the caps agree, and `max_per_user: 1` is not exceeded by the next trigger.
+#[tokio::test(start_paused = true)]
+async fn a_late_impression_on_an_expired_delivery_takes_its_cap_slot_again() {
+    let srv = engine_server().await;
+    let mut c = campaign(
+        "late",
+        json!({"type":"event","event":"poke"}),
+        json!({"kind":"modal","title":"Hey","body":"Look"}),
+    );
+    c["frequency"] = json!({"max_per_user":1});
+    c["expires_after"] = json!("1m");
+    srv.put_ok("/v1/campaigns/late", c).await;
+    let (mut ws, _) = srv.hello_long("u_late", json!({})).await;
+    send(&mut ws, json!({"type":"track","id":"p1","event":"poke"})).await;
+    let first = recv_message(&mut ws).await;
+    jump(MIN + Duration::from_secs(1)).await;
+    assert_eq!(recv(&mut ws).await["type"], "revoke");
+    // Twice: counted once.
+    for id in ["g1", "g2"] {
+        send(
+            &mut ws,
+            json!({"type":"engage","id":id,"delivery":first["delivery"],"action":"impression"}),
+        )
+        .await;
+        assert_eq!(recv(&mut ws).await, json!({"type":"ok","ids":[id]}));
+    }
+    send(&mut ws, json!({"type":"track","id":"p2","event":"poke"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ok");
+    assert_quiet(&mut ws).await; // capped: the late impression took the slot
+    let (_, ex) = srv
+        .admin("GET", "/v1/users/u_late/explain?campaign=late", None)
+        .await;
+    assert_eq!(ex["caps"]["max_per_user"]["seen"], 1, "{ex}");
+    let (_, stats) = srv
+        .admin("GET", "/v1/campaigns/late/stats?interval=hour", None)
+        .await;
+    let a = &stats["variants"][0];
+    assert_eq!((&a["delivered"], &a["impressions"]), (&json!(1), &json!(1)), "{stats}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn control_users_are_recorded_and_sent_nothing() {
     let srv = engine_server().await;

@@ -912,6 +912,13 @@ impl<'a> Ctx<'a> {
             button: button.clone(),
             at: self.now,
         });
+        // The first time this delivery sees this action (analytics count it once).
+        let first = st
+            .engine
+            .first_time(format!("{}:{}:", d.id, action.as_str()));
+        if first {
+            self.dirty = true;
+        }
         if action == EngageAction::Impression {
             if let Some((campaign, i)) = st.engine.reservation(&d.id) {
                 let cap = st.engine.caps.get_mut(&campaign).expect("found above");
@@ -927,6 +934,18 @@ impl<'a> Ctx<'a> {
                 self.fx.cancel_expiries.push(d.id.clone());
                 self.fx.outstanding.push((campaign, d.id.clone(), false));
                 self.dirty = true;
+            } else if first {
+                // Seen after it expired or was revoked (the impression was in flight):
+                // it was shown, so it takes its cap slot again, as the impression would
+                // have; the stats and the caps agree.
+                let cap = st.engine.caps.entry(&d.campaign);
+                cap.committed += 1;
+                cap.last_committed = Some(cap.last_committed.unwrap_or(0).max(d.created_at));
+                cap.impressions
+                    .push((d.id.clone(), d.variant.clone(), self.now));
+                if cap.impressions.len() > MAX_IMPRESSIONS {
+                    cap.impressions.remove(0);
+                }
             }
         } else if let Some(s) = &self.session {
             let mut core = s.core.lock();
@@ -954,11 +973,7 @@ impl<'a> Ctx<'a> {
                 self.now,
             ));
         }
-        if st
-            .engine
-            .first_time(format!("{}:{}:", d.id, action.as_str()))
-        {
-            self.dirty = true;
+        if first {
             let m = match action {
                 EngageAction::Impression => metric::IMPRESSION,
                 EngageAction::Click => metric::CLICK,
