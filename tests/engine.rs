@@ -660,7 +660,11 @@ async fn a_late_impression_on_an_expired_delivery_takes_its_cap_slot_again() {
         .admin("GET", "/v1/campaigns/late/stats?interval=hour", None)
         .await;
     let a = &stats["variants"][0];
-    assert_eq!((&a["delivered"], &a["impressions"]), (&json!(1), &json!(1)), "{stats}");
+    assert_eq!(
+        (&a["delivered"], &a["impressions"]),
+        (&json!(1), &json!(1)),
+        "{stats}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
