@@ -568,17 +568,24 @@ async fn two_sessions_firing_at_once_get_exactly_one_delivery_under_max_per_user
     assert_eq!(ex["caps"]["max_per_user"]["ok"], false);
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_unseen_delivery_that_expires_gives_its_cap_slot_back() {
+/// A server with an event campaign `id` on `poke`: once per user, deliveries expiring
+/// after a minute unseen.
+async fn poke_once_expiring_in_a_minute(id: &str) -> TestServer {
     let srv = engine_server().await;
     let mut c = campaign(
-        "nudge",
+        id,
         json!({"type":"event","event":"poke"}),
         json!({"kind":"modal","title":"Hey","body":"Look"}),
     );
     c["frequency"] = json!({"max_per_user":1});
     c["expires_after"] = json!("1m");
-    srv.put_ok("/v1/campaigns/nudge", c).await;
+    srv.put_ok(&format!("/v1/campaigns/{id}"), c).await;
+    srv
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unseen_delivery_that_expires_gives_its_cap_slot_back() {
+    let srv = poke_once_expiring_in_a_minute("nudge").await;
     let (mut ws, _) = srv.hello_long("u_exp2", json!({})).await;
     send(&mut ws, json!({"type":"track","id":"p1","event":"poke"})).await;
     let first = recv_message(&mut ws).await;
@@ -626,15 +633,7 @@ async fn an_unseen_delivery_that_expires_gives_its_cap_slot_back() {
 /// and the caps agree, and `max_per_user: 1` is not exceeded by the next trigger.
 #[tokio::test(start_paused = true)]
 async fn a_late_impression_on_an_expired_delivery_takes_its_cap_slot_again() {
-    let srv = engine_server().await;
-    let mut c = campaign(
-        "late",
-        json!({"type":"event","event":"poke"}),
-        json!({"kind":"modal","title":"Hey","body":"Look"}),
-    );
-    c["frequency"] = json!({"max_per_user":1});
-    c["expires_after"] = json!("1m");
-    srv.put_ok("/v1/campaigns/late", c).await;
+    let srv = poke_once_expiring_in_a_minute("late").await;
     let (mut ws, _) = srv.hello_long("u_late", json!({})).await;
     send(&mut ws, json!({"type":"track","id":"p1","event":"poke"})).await;
     let first = recv_message(&mut ws).await;
