@@ -828,6 +828,34 @@ async fn definitions_are_validated_listed_and_deleted() {
         (s, b["error"]["path"].as_str()),
         (400, Some("trigger.segment"))
     );
+    // An event name no client or backend could send (over 128 characters): never fires.
+    let long = "e".repeat(129);
+    let msg = json!({"kind":"banner","body":"b"});
+    for (body, path) in [
+        (
+            campaign("c", json!({"type":"event","event":long}), msg.clone()),
+            "trigger.event",
+        ),
+        (
+            campaign("c", json!({"type":"goal","event":long}), msg.clone()),
+            "trigger.event",
+        ),
+        (
+            {
+                let mut c = campaign("c", json!({"type":"event","event":"ok"}), msg.clone());
+                c["goal"] = json!({"event":long});
+                c
+            },
+            "goal.event",
+        ),
+    ] {
+        let (s, b) = srv.admin("PUT", "/v1/campaigns/c", Some(body)).await;
+        assert_eq!((s, b["error"]["path"].as_str()), (400, Some(path)), "{b}");
+    }
+    let at_limit = campaign("c", json!({"type":"event","event":"e".repeat(128)}), msg);
+    srv.put_ok("/v1/campaigns/c", at_limit).await;
+    let (s, _) = srv.admin("DELETE", "/v1/campaigns/c", None).await;
+    assert!(s < 300, "{s}");
     srv.put_ok(
         "/v1/segments/s1",
         json!({"name":"S1","conditions":{"attr":"plan","op":"exists"}}),

@@ -733,6 +733,30 @@ fn parse_message(v: &Value, path: &str) -> Result<Message, CondError> {
     })
 }
 
+/// The event names a campaign fires or converts on, within the gateway's limit on event
+/// names (`limits.max_event_name_chars`): a longer one could never be received, so the
+/// campaign could never fire or convert.
+pub fn check_event_names(c: &Campaign, max_chars: usize) -> Result<(), CondError> {
+    let named = [
+        match &c.trigger {
+            Trigger::Event { event, .. } | Trigger::GoalCount { event, .. } => {
+                Some(("trigger.event", event))
+            }
+            _ => None,
+        },
+        c.goal.as_ref().map(|g| ("goal.event", &g.event)),
+    ];
+    for (path, name) in named.into_iter().flatten() {
+        if name.chars().count() > max_chars {
+            return Err(err(
+                path,
+                format!("event names are at most {max_chars} characters (limits.max_event_name_chars); no such event can be received"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Validates and compiles a campaign body.
 pub fn parse_campaign(
     id: &str,

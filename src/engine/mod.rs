@@ -256,6 +256,8 @@ pub async fn put_campaign(app: &Arc<App>, id: &str, body: &Value) -> Result<Valu
             .map_err(DefError::Invalid)?,
     );
     definitions::check_keys("campaign", body).map_err(DefError::Invalid)?;
+    definitions::check_event_names(&camp, app.cfg.limits.max_event_name_chars)
+        .map_err(DefError::Invalid)?;
     let changed = rs.campaigns.get(id).is_none_or(|old| old.raw != camp.raw);
     if !changed {
         return Ok(camp.raw.clone());
