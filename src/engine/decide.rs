@@ -925,11 +925,7 @@ impl<'a> Ctx<'a> {
                 let r = cap.reserved.remove(i);
                 cap.committed += 1;
                 cap.last_committed = Some(r.at);
-                cap.impressions
-                    .push((d.id.clone(), d.variant.clone(), self.now));
-                if cap.impressions.len() > MAX_IMPRESSIONS {
-                    cap.impressions.remove(0);
-                }
+                remember_impression(cap, d, self.now);
                 st.engine.pending.retain(|p| p.delivery != d.id);
                 self.fx.cancel_expiries.push(d.id.clone());
                 self.fx.outstanding.push((campaign, d.id.clone(), false));
@@ -941,11 +937,7 @@ impl<'a> Ctx<'a> {
                 let cap = st.engine.caps.entry(&d.campaign);
                 cap.committed += 1;
                 cap.last_committed = Some(cap.last_committed.unwrap_or(0).max(d.created_at));
-                cap.impressions
-                    .push((d.id.clone(), d.variant.clone(), self.now));
-                if cap.impressions.len() > MAX_IMPRESSIONS {
-                    cap.impressions.remove(0);
-                }
+                remember_impression(cap, d, self.now);
             }
         } else if let Some(s) = &self.session {
             let mut core = s.core.lock();
@@ -1074,5 +1066,13 @@ impl<'a> Ctx<'a> {
                 _ => None,
             });
         self.fx.user_timer = Some(segs.chain(goals).min());
+    }
+}
+
+/// Keeps a seen delivery for conversion attribution (the newest `MAX_IMPRESSIONS`).
+fn remember_impression(cap: &mut super::state::CapState, d: &DeliveryRecord, at: Millis) {
+    cap.impressions.push((d.id.clone(), d.variant.clone(), at));
+    if cap.impressions.len() > MAX_IMPRESSIONS {
+        cap.impressions.remove(0);
     }
 }
